@@ -1,0 +1,1 @@
+//! pglm-model (under construction; see the issues).

@@ -1,0 +1,1 @@
+//! pglm-rewards (under construction; see the issues).

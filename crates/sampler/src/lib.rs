@@ -1,0 +1,1 @@
+//! pglm-sampler (under construction; see the issues).

@@ -1,0 +1,1 @@
+//! pglm-trainer (under construction; see the issues).

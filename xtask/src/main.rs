@@ -1,0 +1,38 @@
+//! `cargo xtask <task>`: the project's developer tasks (gradient checks, benchmarks, data).
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("gradcheck") => gradcheck(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask gradcheck [--cases N]");
+            bail!("unknown or missing task")
+        }
+    }
+}
+
+/// Runs every registered gradient property test and prints the table.
+fn gradcheck(args: &[String]) -> Result<()> {
+    let mut cases = 64;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--cases" => {
+                cases =
+                    it.next().context("--cases needs a number")?.parse().context("--cases needs a number")?
+            }
+            other => bail!("gradcheck: unknown argument {other:?}"),
+        }
+    }
+    let reports: Vec<_> = pglm_autograd::gradcheck::all_cases()
+        .iter()
+        .map(|c| pglm_autograd::gradcheck::run_case(c, cases))
+        .collect();
+    print!("{}", pglm_autograd::gradcheck::table(&reports));
+    if reports.iter().any(|r| r.failure.is_some()) {
+        bail!("some gradient checks failed");
+    }
+    Ok(())
+}
