@@ -2,12 +2,17 @@
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+mod data;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("gradcheck") => gradcheck(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("data") => data::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask gradcheck [--cases N]");
+            eprintln!("usage: cargo xtask <gradcheck [--cases N] | bench ... | data ...>");
             bail!("unknown or missing task")
         }
     }

@@ -4,6 +4,7 @@
 
 mod float;
 pub mod ops;
+pub mod optim;
 mod params;
 mod tape;
 

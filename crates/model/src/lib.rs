@@ -1,1 +1,4 @@
-//! pglm-model (under construction; see the issues).
+//! pglm-model: the GPT-2-style policy, tokenizers, checkpoints and Hugging Face interop (being written).
+
+pub mod checkpoint;
+pub mod tokenizer;

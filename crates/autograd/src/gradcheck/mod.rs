@@ -217,7 +217,18 @@ pub fn run_case(case: &Case, cases: u32) -> Report {
 pub fn all_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(crate::ops::elementwise::gradcheck_cases());
+    cases.extend(crate::ops::reduce::gradcheck_cases());
+    cases.extend(crate::ops::shape::gradcheck_cases());
+    cases.extend(crate::ops::linalg::gradcheck_cases());
+    cases.extend(crate::ops::nn::gradcheck_cases());
+    cases.extend(crate::ops::attention::gradcheck_cases());
+    cases.extend(composite_cases());
     cases
+}
+
+/// Whole graphs rather than single ops (filled in as the ops land).
+fn composite_cases() -> Vec<Case> {
+    Vec::new()
 }
 
 /// Strategy helper: an f64 array of `shape` with values in `lo..hi`.

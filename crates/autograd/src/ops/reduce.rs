@@ -17,3 +17,8 @@ impl<F: Float> Op<F> {
         }
     }
 }
+
+#[cfg(any(test, feature = "gradcheck"))]
+pub(crate) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
+    Vec::new()
+}

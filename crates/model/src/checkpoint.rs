@@ -1,0 +1,1 @@
+//! Checkpoint container (being written).
