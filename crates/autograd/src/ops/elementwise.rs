@@ -1,139 +1,90 @@
-//! Elementwise operations: binary ops with NumPy broadcasting, and unary maps.
+//! Elementwise operations: binary ops with NumPy broadcasting ([`binary`]), unary maps
+//! ([`unary`]) and dropout ([`dropout`]). Large tensors are processed on the rayon pool; every
+//! output element is computed independently, so results do not depend on the thread count.
 
-use ndarray::{ArrayD, Axis};
+mod binary;
+mod dropout;
+pub(crate) mod kernels;
+mod unary;
 
+use ndarray::ArrayD;
+
+pub(crate) use kernels::{broadcast_shape, sum_to_shape};
+
+use crate::Float;
 use crate::tape::Backward;
-use crate::{Float, Tape, Var};
 
 pub(crate) enum Op<F> {
-    Add(Var, Var),
-    Exp(Var),
-    #[allow(dead_code)]
-    Placeholder(std::marker::PhantomData<F>),
+    Binary(binary::Op),
+    Unary(unary::Op<F>),
+    Dropout(dropout::Op),
 }
 
 impl<F: Float> Op<F> {
     pub(crate) fn backward(&self, out: &ArrayD<F>, grad_out: ArrayD<F>, ctx: &mut Backward<'_, F>) {
-        match *self {
-            // d(a + b) = da + db, summed over the broadcast axes of each operand.
-            Op::Add(a, b) => {
-                if ctx.needs(b) {
-                    let gb = sum_to_shape(&grad_out, ctx.value(b).shape());
-                    ctx.add(b, gb);
-                }
-                if ctx.needs(a) {
-                    let ga = sum_to_shape(&grad_out, ctx.value(a).shape());
-                    ctx.add(a, ga);
-                }
-            }
-            // d exp(x) = exp(x) dx: reuse the output instead of recomputing.
-            Op::Exp(x) => {
-                let mut g = grad_out;
-                g *= out;
-                ctx.add(x, g);
-            }
-            Op::Placeholder(_) => {}
+        match self {
+            Op::Binary(op) => op.backward(grad_out, ctx),
+            Op::Unary(op) => op.backward(out, grad_out, ctx),
+            Op::Dropout(op) => op.backward(grad_out, ctx),
         }
-    }
-}
-
-/// The shape two operands broadcast to (NumPy rules: align trailing axes; sizes equal or one).
-///
-/// # Panics
-/// If the shapes are incompatible; the message names `op` and both shapes.
-pub(crate) fn broadcast_shape(op: &str, a: &[usize], b: &[usize]) -> Vec<usize> {
-    let n = a.len().max(b.len());
-    let mut out = vec![0; n];
-    for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
-        out[i] = match (da, db) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => panic!("{op}: shapes {a:?} and {b:?} cannot be broadcast together"),
-        };
-    }
-    out
-}
-
-/// Sums `g` over the axes that broadcasting added or stretched, giving an array of `shape`.
-/// Returns `g` itself (no copy) when nothing was broadcast.
-pub(crate) fn sum_to_shape<F: Float>(g: &ArrayD<F>, shape: &[usize]) -> ArrayD<F> {
-    if g.shape() == shape {
-        return g.clone();
-    }
-    let lead = g.ndim() - shape.len();
-    let mut r = g.clone();
-    for _ in 0..lead {
-        r = r.sum_axis(Axis(0));
-    }
-    for (axis, &n) in shape.iter().enumerate() {
-        if n == 1 && r.shape()[axis] != 1 {
-            r = r.sum_axis(Axis(axis)).insert_axis(Axis(axis));
-        }
-    }
-    r
-}
-
-impl<F: Float> Tape<F> {
-    /// `a + b` with NumPy broadcasting.
-    pub fn add(&mut self, a: Var, b: Var) -> Var {
-        broadcast_shape("add", self.shape(a), self.shape(b));
-        let value = self.value(a) + self.value(b);
-        self.push(value, &[a, b], || crate::ops::Op::Elementwise(Op::Add(a, b)))
-    }
-
-    /// `exp(x)`, elementwise.
-    pub fn exp(&mut self, x: Var) -> Var {
-        let value = self.value(x).mapv(|v| v.exp());
-        self.push(value, &[x], || crate::ops::Op::Elementwise(Op::Exp(x)))
     }
 }
 
 #[cfg(any(test, feature = "gradcheck"))]
 pub(crate) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
+    let mut cases = binary::gradcheck_cases();
+    cases.extend(unary::gradcheck_cases());
+    cases.extend(dropout::gradcheck_cases());
+    cases
+}
+
+/// Proptest strategies shared by the elementwise cases.
+#[cfg(any(test, feature = "gradcheck"))]
+mod testing {
+    use ndarray::ArrayD;
     use proptest::prelude::*;
 
-    use crate::gradcheck::{Sample, array, shape};
-    use crate::gradcheck_case;
+    use crate::gradcheck::{array, shape};
 
-    fn add<F: Float>(t: &mut Tape<F>, x: &[Var], _: &Sample) -> Var {
-        t.add(x[0], x[1])
+    /// A shape that broadcasts to `full`: drops some leading axes and sets some sizes to one,
+    /// as chosen by the bits of `bits`.
+    fn shrink(full: &[usize], bits: u64) -> Vec<usize> {
+        let drop = (bits % (full.len() as u64 + 1)) as usize;
+        full[drop..].iter().enumerate().map(|(i, &n)| if bits >> (8 + i) & 1 == 1 { 1 } else { n }).collect()
     }
-    fn exp<F: Float>(t: &mut Tape<F>, x: &[Var], _: &Sample) -> Var {
-        t.exp(x[0])
-    }
-    /// Two shapes that broadcast: `b` drops leading axes of `a` and sets some sizes to one.
-    fn broadcast_pair() -> BoxedStrategy<(Vec<usize>, Vec<usize>)> {
+
+    /// Two shapes that broadcast together: one of them is a full shape of rank <= 4, the other a
+    /// [`shrink`] of it, in either order.
+    pub(super) fn broadcast_pair() -> BoxedStrategy<(Vec<usize>, Vec<usize>)> {
         (shape(4, 4), any::<u64>())
             .prop_map(|(a, bits)| {
-                let drop = (bits % (a.len() as u64 + 1)) as usize;
-                let b = a[drop..]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &n)| if bits >> (8 + i) & 1 == 1 { 1 } else { n })
-                    .collect::<Vec<_>>();
+                let b = shrink(&a, bits);
                 if bits >> 7 & 1 == 1 { (a, b) } else { (b, a) }
             })
             .boxed()
     }
-    vec![
-        gradcheck_case!(
-            "add (broadcast)",
-            || broadcast_pair()
-                .prop_flat_map(|(a, b)| (array(a, -2.0, 2.0), array(b, -2.0, 2.0), any::<u64>()))
-                .prop_map(|(a, b, seed)| Sample { seed_weights: seed, ..Sample::new(vec![a, b]) })
-                .boxed(),
-            add
-        ),
-        gradcheck_case!(
-            "exp",
-            || shape(4, 4)
-                .prop_flat_map(|s| (array(s, -2.0, 2.0), any::<u64>()))
-                .prop_map(|(a, seed)| Sample { seed_weights: seed, ..Sample::new(vec![a]) })
-                .boxed(),
-            exp
-        ),
-    ]
+
+    /// Three shapes that broadcast together (for `select`'s mask, `a` and `b`).
+    pub(super) fn broadcast_triple() -> BoxedStrategy<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+        (shape(4, 4), any::<u64>(), any::<u64>(), any::<u64>())
+            .prop_map(|(full, x, y, z)| {
+                // One of the three keeps the full shape so the output shape is exercised fully.
+                let mut s = [shrink(&full, x), shrink(&full, y), shrink(&full, z)];
+                s[(x % 3) as usize] = full;
+                let [m, a, b] = s;
+                (m, a, b)
+            })
+            .boxed()
+    }
+
+    /// An array of `shape` with `lo <= |x| < hi` and random signs.
+    pub(super) fn nonzero_array(shape: Vec<usize>, lo: f64, hi: f64) -> BoxedStrategy<ArrayD<f64>> {
+        let n = shape.iter().product();
+        (array(shape, lo, hi), prop::collection::vec(any::<bool>(), n))
+            .prop_map(|(mut a, signs)| {
+                a.iter_mut().zip(signs).for_each(|(v, s)| if s { *v = -*v });
+                a
+            })
+            .boxed()
+    }
 }
