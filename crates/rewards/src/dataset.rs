@@ -143,7 +143,11 @@ pub fn dataset_line(prompt: &str, reference: &Value) -> Result<String, String> {
     }
     let rest = canonical_json(reference);
     let prompt = Value::String(prompt.to_string()).to_string();
-    Ok(if fields.is_empty() { format!("{{\"prompt\":{prompt}}}") } else { format!("{{\"prompt\":{prompt},{}", &rest[1..]) })
+    Ok(if fields.is_empty() {
+        format!("{{\"prompt\":{prompt}}}")
+    } else {
+        format!("{{\"prompt\":{prompt},{}", &rest[1..])
+    })
 }
 
 /// One SFT line: `{"prompt": …, "completion": …}`.
@@ -180,8 +184,12 @@ pub fn render_dataset(task: &dyn Task, spec: &DataSpec) -> Result<Vec<(String, S
         }
         Ok(out)
     };
-    let mut files = vec![("train.jsonl".to_string(), lines(&train)?), ("test.jsonl".to_string(), lines(&test)?)];
-    files.push(("sft.jsonl".into(), train.iter().map(|ex| sft_line(&ex.prompt, &ex.completion) + "\n").collect()));
+    let mut files =
+        vec![("train.jsonl".to_string(), lines(&train)?), ("test.jsonl".to_string(), lines(&test)?)];
+    files.push((
+        "sft.jsonl".into(),
+        train.iter().map(|ex| sft_line(&ex.prompt, &ex.completion) + "\n").collect(),
+    ));
     if spec.format_sft {
         let mut out = String::new();
         for (i, ex) in train.iter().enumerate() {
@@ -242,8 +250,11 @@ pub struct SftRecord {
     pub completion: String,
 }
 
-/// The non-blank lines of `bytes` as (1-based line number, JSON object); `file` names the source in errors.
-fn objects(bytes: &[u8], file: &str) -> Result<Vec<(usize, Map<String, Value>)>, DatasetError> {
+/// (1-based line number, JSON object) for each non-blank line.
+type NumberedObjects = Vec<(usize, Map<String, Value>)>;
+
+/// The non-blank lines of `bytes` as JSON objects; `file` names the source in errors.
+fn objects(bytes: &[u8], file: &str) -> Result<NumberedObjects, DatasetError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes); // a UTF-8 byte-order mark
     let mut out = Vec::new();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -256,7 +267,11 @@ fn objects(bytes: &[u8], file: &str) -> Result<Vec<(usize, Map<String, Value>)>,
         match serde_json::from_str::<Value>(text).map_err(|e| json_err(e.to_string()))? {
             Value::Object(map) => out.push((line, map)),
             other => {
-                return Err(DatasetError::NotObject { file: file.into(), line, found: crate::reference::kind(&other) });
+                return Err(DatasetError::NotObject {
+                    file: file.into(),
+                    line,
+                    found: crate::reference::kind(&other),
+                });
             }
         }
     }
@@ -266,7 +281,12 @@ fn objects(bytes: &[u8], file: &str) -> Result<Vec<(usize, Map<String, Value>)>,
     Ok(out)
 }
 
-fn take_string(map: &mut Map<String, Value>, field: &str, file: &str, line: usize) -> Result<String, DatasetError> {
+fn take_string(
+    map: &mut Map<String, Value>,
+    field: &str,
+    file: &str,
+    line: usize,
+) -> Result<String, DatasetError> {
     match map.remove(field) {
         Some(Value::String(s)) => Ok(s),
         Some(other) => Err(DatasetError::FieldType {
@@ -296,9 +316,11 @@ pub fn parse_dataset(bytes: &[u8], file: &str) -> Result<Vec<Record>, DatasetErr
 pub fn parse_dataset_for(bytes: &[u8], file: &str, reward: &dyn Reward) -> Result<Vec<Record>, DatasetError> {
     let records = parse_dataset(bytes, file)?;
     for r in &records {
-        reward
-            .check_reference(&r.reference)
-            .map_err(|error| DatasetError::Reference { file: file.into(), line: r.line, error })?;
+        reward.check_reference(&r.reference).map_err(|error| DatasetError::Reference {
+            file: file.into(),
+            line: r.line,
+            error,
+        })?;
     }
     Ok(records)
 }

@@ -14,7 +14,7 @@ use crate::{Reward, RewardError, RewardInput, Score, Scored};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,9 @@ impl Process {
                 let mut buf = Vec::new();
                 let answer = match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf) {
                     Ok(0) => break, // EOF: dropping the sender tells the caller.
-                    Ok(_) if buf.len() > MAX_LINE => Err(format!("an answer line longer than {MAX_LINE} bytes")),
+                    Ok(_) if buf.len() > MAX_LINE => {
+                        Err(format!("an answer line longer than {MAX_LINE} bytes"))
+                    }
                     Ok(_) => Ok(buf),
                     Err(e) => Err(format!("reading its stdout failed: {e}")),
                 };
@@ -108,6 +110,16 @@ impl Process {
 
     /// Sends one request line and waits for one answer line until `timeout`.
     fn exchange(&mut self, line: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, String> {
+        // A line already waiting was never asked for: the program answers out of step.
+        match self.from_child.try_recv() {
+            Ok(extra) => {
+                let shown: String =
+                    String::from_utf8_lossy(&extra.unwrap_or_default()).chars().take(200).collect();
+                return Err(format!("it wrote a line nobody asked for ({shown:?}): one answer per request"));
+            }
+            Err(TryRecvError::Disconnected) => return Err(self.exit_report()),
+            Err(TryRecvError::Empty) => {}
+        }
         let sent = self.to_child.as_ref().is_some_and(|tx| tx.send(line).is_ok());
         if !sent {
             return Err(self.exit_report());
@@ -189,11 +201,12 @@ impl ExternalReward {
         let argv: Vec<String> = argv.iter().map(|a| a.as_ref().to_string()).collect();
         let process = Process::spawn(&argv)
             .map_err(|reason| RewardError::ExternalStart { command: command_line(&argv), reason })?;
-        let name = argv
-            .first()
-            .map(|p| std::path::Path::new(p).file_name().map_or(p.clone(), |f| f.to_string_lossy().into()))
-            .unwrap_or_default();
-        Ok(Self { name, argv, timeout: Duration::from_secs(30), process: Mutex::new(Some(process)) })
+        Ok(Self {
+            name: "external".into(),
+            argv,
+            timeout: Duration::from_secs(30),
+            process: Mutex::new(Some(process)),
+        })
     }
 
     /// The longest wait for one answer (including the program's start-up after a restart).
@@ -202,7 +215,7 @@ impl ExternalReward {
         self
     }
 
-    /// Renames the reward (its metric key); the default is the program's file name.
+    /// Renames the reward (its metric key); the default is `external`.
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self

@@ -27,9 +27,12 @@ impl FormatReward {
     /// The R1 layout: the whole completion is `<think>…</think>` then `<answer>…</answer>`
     /// (whitespace around them allowed), each tag exactly once.
     pub fn think_answer() -> Self {
-        Self::new(r"(?s)\A\s*<think>.*</think>\s*<answer>.*</answer>\s*\z")
-            .expect("static regex")
-            .once(&["<think>", "</think>", "<answer>", "</answer>"])
+        Self::new(r"(?s)\A\s*<think>.*</think>\s*<answer>.*</answer>\s*\z").expect("static regex").once(&[
+            "<think>",
+            "</think>",
+            "<answer>",
+            "</answer>",
+        ])
     }
 
     /// Requires each of `tags` to occur exactly once as well.

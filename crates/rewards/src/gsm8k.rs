@@ -78,7 +78,14 @@ impl Gsm8k {
     }
 
     fn with_mode(mode: Gsm8kMode) -> Self {
-        Self { mode, window: Some(300), numeric: false, field: "answer".into(), score: 1.0, format_score: 0.0 }
+        Self {
+            mode,
+            window: Some(300),
+            numeric: false,
+            field: "answer".into(),
+            score: 1.0,
+            format_score: 0.0,
+        }
     }
 
     /// Search the last `chars` chars only (`None`: the whole completion, as TinyZero and nanochat).

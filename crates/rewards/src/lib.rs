@@ -70,5 +70,7 @@ pub use format::FormatReward;
 pub use gsm8k::{Gsm8k, Gsm8kMode, extract_gsm8k};
 pub use length::{LengthPenalty, OverlongPenalty};
 pub use matching::{ExactMatch, Extract, LabelMatch, last_answer_tag};
-pub use reward::{FnReward, Reward, RewardError, RewardInput, Score, Scored, describe_example, reward_fn, score_checked};
+pub use reward::{
+    FnReward, Reward, RewardError, RewardInput, Score, Scored, describe_example, reward_fn, score_checked,
+};
 pub use tasks::{Example, Task, TaskError, builtin_task};

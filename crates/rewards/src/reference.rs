@@ -11,7 +11,8 @@ fn bad(reward: &str, field: &str, reason: impl Into<String>) -> RewardError {
 
 /// The raw value of `field`; an error when the reference is not an object or lacks the field.
 pub fn get<'v>(reward: &str, reference: &'v Value, field: &str) -> Result<&'v Value, RewardError> {
-    let obj = reference.as_object().ok_or_else(|| bad(reward, field, "the reference is not a JSON object"))?;
+    let obj =
+        reference.as_object().ok_or_else(|| bad(reward, field, "the reference is not a JSON object"))?;
     obj.get(field).ok_or_else(|| bad(reward, field, "missing"))
 }
 

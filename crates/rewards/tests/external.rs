@@ -9,7 +9,9 @@ fn script(name: &str) -> String {
 }
 
 fn external(name: &str, timeout_ms: u64) -> ExternalReward {
-    ExternalReward::new(&["python3".to_string(), script(name)]).unwrap().timeout(Duration::from_millis(timeout_ms))
+    ExternalReward::new(&["python3".to_string(), script(name)])
+        .unwrap()
+        .timeout(Duration::from_millis(timeout_ms))
 }
 
 fn failure(r: Result<Score, RewardError>) -> (String, String, String) {
@@ -22,7 +24,7 @@ fn failure(r: Result<Score, RewardError>) -> (String, String, String) {
 #[test]
 fn answers_in_order_with_unscorable_and_errors() {
     let r = external("answer.py", 10_000);
-    assert_eq!(r.name(), "answer.py");
+    assert_eq!(r.name(), "external");
     let gold = json!({"answer": "42"});
     let texts = ["42", "abc", "?", "héllo\nwörld", "", "!", "42"];
     let inputs: Vec<_> = texts.iter().map(|t| RewardInput::new("6*7=", t, &gold)).collect();
@@ -88,4 +90,16 @@ fn a_program_that_exits_at_once_is_reported() {
     let reference = json!({});
     let (_, _, reason) = failure(r.score(&RewardInput::new("p", "c", &reference)));
     assert!(reason.contains("exit"), "{reason}");
+}
+
+#[test]
+fn extra_answer_lines_are_caught() {
+    let r = external("chatty.py", 10_000);
+    let reference = json!({});
+    assert_eq!(r.score(&RewardInput::new("a", "x", &reference)).unwrap(), Score::Value(0.25));
+    // Give the second line time to arrive, as it would during a real batch.
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, example, reason) = failure(r.score(&RewardInput::new("b", "x", &reference)));
+    assert!(example.contains("\"b\"") && reason.contains("nobody asked for"), "{reason}");
+    assert_eq!(r.score(&RewardInput::new("c", "x", &reference)).unwrap(), Score::Value(0.25));
 }

@@ -83,10 +83,10 @@ impl BinOp {
     /// `x op y` on exact rationals.
     pub fn apply(self, x: Rational, y: Rational) -> Result<Rational, ArithError> {
         match self {
-            BinOp::Add => x.add(y),
-            BinOp::Sub => x.sub(y),
-            BinOp::Mul => x.mul(y),
-            BinOp::Div => x.div(y),
+            BinOp::Add => x.checked_add(y),
+            BinOp::Sub => x.checked_sub(y),
+            BinOp::Mul => x.checked_mul(y),
+            BinOp::Div => x.checked_div(y),
         }
     }
 }
@@ -109,7 +109,7 @@ impl Expr {
     pub fn eval(&self) -> Result<Rational, ArithError> {
         match self {
             Expr::Num(n) => Ok(Rational::int(*n)),
-            Expr::Neg(e) => e.eval()?.neg(),
+            Expr::Neg(e) => e.eval()?.checked_neg(),
             Expr::Pos(e) => e.eval(),
             Expr::Bin(op, l, r) => op.apply(l.eval()?, r.eval()?),
         }
@@ -364,7 +364,8 @@ mod tests {
 
     #[test]
     fn printing_round_trips() {
-        for src in ["(3+5)*(7-2)", "8-(3-2)", "8/(4/2)", "8/(4*2)", "1+2*3", "-(1+2)*3", "1-(-2)", "2*(3/4)"] {
+        for src in ["(3+5)*(7-2)", "8-(3-2)", "8/(4/2)", "8/(4*2)", "1+2*3", "-(1+2)*3", "1-(-2)", "2*(3/4)"]
+        {
             let e = parse(src).unwrap();
             let printed = e.to_string();
             let again = parse(&printed).unwrap();

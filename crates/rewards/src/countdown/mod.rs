@@ -17,7 +17,8 @@ use serde_json::Value;
 use std::sync::LazyLock;
 
 // As TinyZero's `r'<answer>(.*?)</answer>'` without DOTALL: `.` stops at '\n' in both engines.
-static ANSWER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"<answer>(.*?)</answer>").expect("static regex"));
+static ANSWER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"<answer>(.*?)</answer>").expect("static regex"));
 
 /// TinyZero's `extract_solution` on a completion: keep the last line, take the last
 /// `<answer>…</answer>` on it, and strip it as Python's `str.strip()` does.

@@ -70,7 +70,7 @@ impl Rational {
     }
 
     /// `a/b + c/d = (a·(d/g) + c·(b/g)) / (b/g·d)` with `g = gcd(b, d)`, keeping products small.
-    pub fn add(self, o: Self) -> Result<Self, ArithError> {
+    pub fn checked_add(self, o: Self) -> Result<Self, ArithError> {
         let g = gcd(self.den as u128, o.den as u128) as i128;
         let l = self.num.checked_mul(o.den / g).ok_or(ArithError::Overflow)?;
         let r = o.num.checked_mul(self.den / g).ok_or(ArithError::Overflow)?;
@@ -80,12 +80,12 @@ impl Rational {
     }
 
     /// `a − b`.
-    pub fn sub(self, o: Self) -> Result<Self, ArithError> {
-        self.add(o.neg()?)
+    pub fn checked_sub(self, o: Self) -> Result<Self, ArithError> {
+        self.checked_add(o.checked_neg()?)
     }
 
     /// `(a/b)·(c/d)`, cross-reducing first so intermediate products stay small.
-    pub fn mul(self, o: Self) -> Result<Self, ArithError> {
+    pub fn checked_mul(self, o: Self) -> Result<Self, ArithError> {
         let g1 = gcd(self.num.unsigned_abs(), o.den as u128).max(1) as i128;
         let g2 = gcd(o.num.unsigned_abs(), self.den as u128).max(1) as i128;
         let num = (self.num / g1).checked_mul(o.num / g2).ok_or(ArithError::Overflow)?;
@@ -94,15 +94,15 @@ impl Rational {
     }
 
     /// `(a/b) / (c/d)`; dividing by zero is an error.
-    pub fn div(self, o: Self) -> Result<Self, ArithError> {
+    pub fn checked_div(self, o: Self) -> Result<Self, ArithError> {
         if o.num == 0 {
             return Err(ArithError::DivisionByZero);
         }
-        self.mul(Self::new(o.den, o.num)?)
+        self.checked_mul(Self::new(o.den, o.num)?)
     }
 
     /// `−a`.
-    pub fn neg(self) -> Result<Self, ArithError> {
+    pub fn checked_neg(self) -> Result<Self, ArithError> {
         Ok(Self { num: self.num.checked_neg().ok_or(ArithError::Overflow)?, den: self.den })
     }
 }
@@ -125,22 +125,30 @@ mod tests {
     fn arithmetic_is_exact() {
         assert_eq!(r(2, 4), r(1, 2));
         assert_eq!(r(1, -2), r(-1, 2));
-        assert_eq!(r(1, 3).add(r(1, 6)).unwrap(), r(1, 2));
-        assert_eq!(r(1, 3).mul(Rational::int(3)).unwrap(), Rational::int(1));
-        assert_eq!(Rational::int(1).div(Rational::int(3)).unwrap().mul(Rational::int(3)).unwrap().as_int(), Some(1));
-        assert_eq!(r(3, 4).sub(r(3, 4)).unwrap(), Rational::int(0));
+        assert_eq!(r(1, 3).checked_add(r(1, 6)).unwrap(), r(1, 2));
+        assert_eq!(r(1, 3).checked_mul(Rational::int(3)).unwrap(), Rational::int(1));
+        assert_eq!(
+            Rational::int(1)
+                .checked_div(Rational::int(3))
+                .unwrap()
+                .checked_mul(Rational::int(3))
+                .unwrap()
+                .as_int(),
+            Some(1)
+        );
+        assert_eq!(r(3, 4).checked_sub(r(3, 4)).unwrap(), Rational::int(0));
         assert_eq!(r(7, 2).to_string(), "7/2");
-        assert_eq!(Rational::int(1).div(Rational::int(0)), Err(ArithError::DivisionByZero));
+        assert_eq!(Rational::int(1).checked_div(Rational::int(0)), Err(ArithError::DivisionByZero));
         assert_eq!(Rational::new(1, 0), Err(ArithError::DivisionByZero));
     }
 
     #[test]
     fn overflow_is_reported_not_wrapped() {
         let big = Rational::int(i128::MAX);
-        assert_eq!(big.add(Rational::int(1)), Err(ArithError::Overflow));
-        assert_eq!(big.mul(Rational::int(2)), Err(ArithError::Overflow));
-        assert_eq!(Rational::int(i128::MIN).neg(), Err(ArithError::Overflow));
-        assert_eq!(Rational::int(1).div(big).unwrap().mul(big).unwrap(), Rational::int(1));
-        assert_eq!(r(1, i128::MAX).add(r(1, i128::MAX - 1)), Err(ArithError::Overflow));
+        assert_eq!(big.checked_add(Rational::int(1)), Err(ArithError::Overflow));
+        assert_eq!(big.checked_mul(Rational::int(2)), Err(ArithError::Overflow));
+        assert_eq!(Rational::int(i128::MIN).checked_neg(), Err(ArithError::Overflow));
+        assert_eq!(Rational::int(1).checked_div(big).unwrap().checked_mul(big).unwrap(), Rational::int(1));
+        assert_eq!(r(1, i128::MAX).checked_add(r(1, i128::MAX - 1)), Err(ArithError::Overflow));
     }
 }

@@ -63,7 +63,10 @@ fn rendering_is_byte_stable_and_parses_back() {
 #[test]
 fn canonical_lines() {
     let v = json!({"target": 24, "numbers": [1, 2], "note": "a\"b", "nested": {"z": 1, "a": null}});
-    assert_eq!(canonical_json(&v), r#"{"nested":{"a":null,"z":1},"note":"a\"b","numbers":[1,2],"target":24}"#);
+    assert_eq!(
+        canonical_json(&v),
+        r#"{"nested":{"a":null,"z":1},"note":"a\"b","numbers":[1,2],"target":24}"#
+    );
     assert_eq!(dataset_line("1+1=", &json!({"answer": "2"})).unwrap(), r#"{"prompt":"1+1=","answer":"2"}"#);
     assert_eq!(dataset_line("x", &json!({})).unwrap(), r#"{"prompt":"x"}"#);
     assert!(dataset_line("x", &json!({"prompt": 1})).is_err());
@@ -79,12 +82,24 @@ fn user_datasets_report_line_and_field() {
     assert_eq!(recs[0].reference, json!({"answer": "4", "id": 7}));
 
     let cases: [(&[u8], &str); 8] = [
-        (b"{\"prompt\": \"a\", \"answer\": \"1\"}\n{\"prompt\": \"b\", \"answer\": \"1\"", "mine.jsonl:2: not valid JSON"),
+        (
+            b"{\"prompt\": \"a\", \"answer\": \"1\"}\n{\"prompt\": \"b\", \"answer\": \"1\"",
+            "mine.jsonl:2: not valid JSON",
+        ),
         (b"[1, 2]\n", "mine.jsonl:1: expected a JSON object, found an array"),
         (b"{\"answer\": \"1\"}\n", "mine.jsonl:1: missing field `prompt`"),
-        (b"{\"prompt\": 5, \"answer\": \"1\"}\n", "mine.jsonl:1: field `prompt` must be a string, found a number"),
-        (b"{\"prompt\": \"a\", \"answer\": \"1\"}\n{\"prompt\": \"b\"}\n", "mine.jsonl:2: reward `exact_match`: reference field `answer`: missing"),
-        (b"{\"prompt\": \"a\", \"answer\": [1]}\n", "mine.jsonl:1: reward `exact_match`: reference field `answer`: expected a string or a number, found an array"),
+        (
+            b"{\"prompt\": 5, \"answer\": \"1\"}\n",
+            "mine.jsonl:1: field `prompt` must be a string, found a number",
+        ),
+        (
+            b"{\"prompt\": \"a\", \"answer\": \"1\"}\n{\"prompt\": \"b\"}\n",
+            "mine.jsonl:2: reward `exact_match`: reference field `answer`: missing",
+        ),
+        (
+            b"{\"prompt\": \"a\", \"answer\": [1]}\n",
+            "mine.jsonl:1: reward `exact_match`: reference field `answer`: expected a string or a number, found an array",
+        ),
         (b"{\"prompt\": \"a\xff\", \"answer\": \"1\"}\n", "mine.jsonl:1: not valid JSON: not UTF-8"),
         (b"\n \n", "mine.jsonl: no examples"),
     ];
@@ -92,7 +107,11 @@ fn user_datasets_report_line_and_field() {
         let e = parse_dataset_for(text, "mine.jsonl", &ExactMatch::new()).unwrap_err().to_string();
         assert!(e.starts_with(want), "got {e:?}, want {want:?}");
     }
-    let e = parse_dataset_for(b"{\"prompt\": \"a\", \"numbers\": [1, \"2\"], \"target\": 3}", "cd.jsonl", &Countdown::new());
+    let e = parse_dataset_for(
+        b"{\"prompt\": \"a\", \"numbers\": [1, \"2\"], \"target\": 3}",
+        "cd.jsonl",
+        &Countdown::new(),
+    );
     let e = e.unwrap_err().to_string();
     assert!(e.contains("cd.jsonl:1") && e.contains("`numbers`") && e.contains("item 1"), "{e}");
     let e = parse_sft(b"{\"prompt\": \"a\"}", "sft.jsonl").unwrap_err().to_string();

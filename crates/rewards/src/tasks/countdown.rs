@@ -1,9 +1,9 @@
 //! Countdown: combine the given numbers with `+ - * /`, each exactly once, to reach the target.
 
 use super::{Example, Task, TaskError};
+use crate::Reward;
 use crate::countdown::{BinOp, Countdown, Expr, Rational};
 use crate::rng::Rng;
-use crate::Reward;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -57,7 +57,10 @@ impl CountdownTask {
         let c = &config;
         let bad = |reason: String| Err(TaskError::Config { task: "countdown".into(), reason });
         if !(2 <= c.min_count && c.min_count <= c.max_count && c.max_count <= 6) {
-            return bad(format!("need 2 ≤ min_count ≤ max_count ≤ 6, got {} and {}", c.min_count, c.max_count));
+            return bad(format!(
+                "need 2 ≤ min_count ≤ max_count ≤ 6, got {} and {}",
+                c.min_count, c.max_count
+            ));
         }
         if c.max_number == 0 || c.max_target == 0 {
             return bad("max_number and max_target must be at least 1".into());

@@ -16,12 +16,15 @@ pub struct SentimentConfig {
 }
 
 const NOUNS: &[&str] = &[
-    "food", "movie", "service", "book", "hotel", "concert", "game", "coffee", "staff", "ending", "show", "pizza",
+    "food", "movie", "service", "book", "hotel", "concert", "game", "coffee", "staff", "ending", "show",
+    "pizza",
 ];
-const GOOD_ADJ: &[&str] = &["great", "wonderful", "excellent", "good", "amazing", "lovely", "delightful", "superb"];
+const GOOD_ADJ: &[&str] =
+    &["great", "wonderful", "excellent", "good", "amazing", "lovely", "delightful", "superb"];
 const BAD_ADJ: &[&str] = &["awful", "terrible", "bad", "boring", "horrible", "dreadful", "bland", "poor"];
 /// (past tense, base form)
-const GOOD_VERB: &[(&str, &str)] = &[("loved", "love"), ("enjoyed", "enjoy"), ("liked", "like"), ("adored", "adore")];
+const GOOD_VERB: &[(&str, &str)] =
+    &[("loved", "love"), ("enjoyed", "enjoy"), ("liked", "like"), ("adored", "adore")];
 const BAD_VERB: &[(&str, &str)] =
     &[("hated", "hate"), ("disliked", "dislike"), ("regretted", "regret"), ("despised", "despise")];
 
@@ -53,10 +56,16 @@ impl Task for Sentiment {
         let text = match rng.below(templates) {
             0 => format!("the {noun} was {}.", rng.choose(if positive { GOOD_ADJ } else { BAD_ADJ })),
             1 => format!("i {} the {noun}.", rng.choose(if positive { GOOD_VERB } else { BAD_VERB }).0),
-            2 => format!("what a {} {noun}.", rng.choose(if positive { GOOD_ADJ } else { BAD_ADJ })),
+            2 => {
+                let adj = rng.choose(if positive { GOOD_ADJ } else { BAD_ADJ });
+                let article = if adj.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                format!("what {article} {adj} {noun}.")
+            }
             // Negated: the adjective or verb has the opposite polarity of the label.
             3 => format!("the {noun} was not {}.", rng.choose(if positive { BAD_ADJ } else { GOOD_ADJ })),
-            _ => format!("i did not {} the {noun}.", rng.choose(if positive { BAD_VERB } else { GOOD_VERB }).1),
+            _ => {
+                format!("i did not {} the {noun}.", rng.choose(if positive { BAD_VERB } else { GOOD_VERB }).1)
+            }
         };
         let label = if positive { LABELS[0] } else { LABELS[1] };
         Example {

@@ -47,11 +47,17 @@ impl StringTask {
         let name = if op == StringOp::Reverse { "reverse" } else { "sort" };
         let bad = |reason: String| Err(TaskError::Config { task: name.into(), reason });
         if !(1 <= config.min_len && config.min_len <= config.max_len && config.max_len <= 256) {
-            return bad(format!("need 1 ≤ min_len ≤ max_len ≤ 256, got {} and {}", config.min_len, config.max_len));
+            return bad(format!(
+                "need 1 ≤ min_len ≤ max_len ≤ 256, got {} and {}",
+                config.min_len, config.max_len
+            ));
         }
         let alphabet: Vec<char> = config.alphabet.chars().collect();
         if alphabet.is_empty() || alphabet.iter().any(|c| c.is_whitespace() || *c == '=') {
-            return bad(format!("the alphabet {:?} must be non-empty, without whitespace or '='", config.alphabet));
+            return bad(format!(
+                "the alphabet {:?} must be non-empty, without whitespace or '='",
+                config.alphabet
+            ));
         }
         Ok(Self { op, config, alphabet })
     }

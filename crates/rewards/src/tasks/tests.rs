@@ -1,8 +1,8 @@
 //! Every built-in task: generated answers score the maximum, wrong formats never do.
 
 use super::*;
-use crate::rng::Rng;
 use crate::countdown::{Verdict, judge};
+use crate::rng::Rng;
 use crate::{RewardInput, Score};
 use proptest::prelude::*;
 use serde_json::json;
@@ -10,7 +10,9 @@ use serde_json::json;
 fn all_tasks() -> Vec<Box<dyn Task>> {
     let mut tasks: Vec<Box<dyn Task>> =
         BUILTIN_TASKS.iter().map(|n| builtin_task(n, &Value::Null).unwrap()).collect();
-    tasks.push(builtin_task("countdown", &json!({"prompt": "tinyzero", "min_count": 3, "max_count": 3})).unwrap());
+    tasks.push(
+        builtin_task("countdown", &json!({"prompt": "tinyzero", "min_count": 3, "max_count": 3})).unwrap(),
+    );
     tasks.push(builtin_task("multiplication", &json!({"digits": 1, "digits_b": 5})).unwrap());
     tasks
 }
@@ -65,7 +67,10 @@ fn prompts_are_compact() {
         let ex = add.sample(&mut Rng::new(seed));
         let (a, b) = ex.prompt.strip_suffix('=').unwrap().split_once('+').unwrap();
         assert!(a.len() <= 3 && b.len() <= 3, "{}", ex.prompt);
-        assert_eq!(a.parse::<i64>().unwrap() + b.parse::<i64>().unwrap(), ex.completion.parse::<i64>().unwrap());
+        assert_eq!(
+            a.parse::<i64>().unwrap() + b.parse::<i64>().unwrap(),
+            ex.completion.parse::<i64>().unwrap()
+        );
     }
     let sub = builtin_task("subtraction", &Value::Null).unwrap();
     assert!((0..200).any(|s| sub.sample(&mut Rng::new(s)).completion.starts_with('-')));
@@ -73,12 +78,17 @@ fn prompts_are_compact() {
     assert!(cd.prompt.starts_with("Make ") && cd.prompt.ends_with(':'), "{}", cd.prompt);
     assert!(cd.completion.starts_with("<answer>") && cd.completion.ends_with("</answer>"));
     let tz = builtin_task("countdown", &json!({"prompt": "tinyzero"})).unwrap().sample(&mut Rng::new(3));
-    assert!(tz.prompt.contains("Using the numbers [") && tz.prompt.ends_with("Assistant: Let me solve this step by step.\n<think>"));
+    assert!(
+        tz.prompt.contains("Using the numbers [")
+            && tz.prompt.ends_with("Assistant: Let me solve this step by step.\n<think>")
+    );
     let rev = builtin_task("reverse", &Value::Null).unwrap().sample(&mut Rng::new(1));
     let input = rev.prompt.strip_prefix("reverse ").unwrap().strip_suffix('=').unwrap();
     assert_eq!(input.chars().rev().collect::<String>(), rev.completion);
     let sent = builtin_task("sentiment", &Value::Null).unwrap().sample(&mut Rng::new(1));
-    assert!(sent.prompt.ends_with(" sentiment:") && ["positive", "negative"].contains(&sent.completion.as_str()));
+    assert!(
+        sent.prompt.ends_with(" sentiment:") && ["positive", "negative"].contains(&sent.completion.as_str())
+    );
 }
 
 #[test]
