@@ -30,14 +30,14 @@
 //!   little, since checkpoints are dominated by f32 arrays.
 //! - Every length field is checked against the real file size before it is used, and the
 //!   whole file is read at once (an allocation bounded by the file's actual size).
-//! - Writes go through a temp file + fsync + rename + directory fsync ([`atomic`]), so a
+//! - Writes go through a temp file + fsync + rename + directory fsync (the `atomic` submodule), so a
 //!   crash mid-save leaves the previous checkpoint intact.
 
 mod atomic;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use atomic::write_atomically;
+pub use atomic::write_atomically;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -1,5 +1,7 @@
 //! The model crate's errors: bad configs, bad batches, and the I/O of weights.
 
+use std::path::PathBuf;
+
 /// What went wrong in the model crate.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -54,4 +56,28 @@ pub enum ModelError {
         /// Its capacity in tokens.
         capacity: usize,
     },
+    /// A Hugging Face GPT-2 directory that cannot be used.
+    #[error("{path}: {message}", path = path.display())]
+    Hf {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// A saved parameter does not fit the model its config describes.
+    #[error("saved parameter {name} has shape {got:?}, expected {expected:?}")]
+    ParamMismatch {
+        /// The parameter.
+        name: String,
+        /// The shape the config implies.
+        expected: Vec<usize>,
+        /// The shape found.
+        got: Vec<usize>,
+    },
+    /// Reading or writing a safetensors file failed.
+    #[error(transparent)]
+    Safetensors(#[from] crate::safetensors_io::SafetensorsError),
+    /// Reading or writing a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
 }

@@ -16,7 +16,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// The temp file lives in the same directory as `path` because `rename` is only atomic
 /// within one file system. On any failure the temp file is removed and `path` is left as
 /// it was.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = parent_dir(path);
     let temp = temp_path(path, &dir)?;
     let result = write_synced(&temp, bytes).and_then(|()| fs::rename(&temp, path));

@@ -423,8 +423,8 @@ mod tests {
 
     #[test]
     fn bad_parts_are_reported() {
-        let err = toy(&["ab"], &["a b", "a x"]).unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("\"x\" is not in the vocabulary"), "{err}");
+        let err = toy(&["ab"], &["a b", "a xyz"]).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("\"xyz\" is not in the vocabulary"), "{err}");
         let err = toy(&[], &["a b"]).unwrap_err().to_string();
         assert!(err.contains("\"ab\" is not in the vocabulary"), "{err}");
         let err = toy(&["ab"], &["a b", "a b"]).unwrap_err().to_string();

@@ -84,9 +84,12 @@ impl CharTokenizer {
                 )));
             }
         }
-        if let Some(s) = specials.iter().find(|s| {
-            s.chars().count() == 1 && char_to_id.contains_key(&s.chars().next().unwrap_or_default())
-        }) {
+        // A special named like a character would make `token_to_id` ambiguous.
+        let is_a_char = |s: &&String| {
+            let mut cs = s.chars();
+            matches!((cs.next(), cs.next()), (Some(c), None) if char_to_id.contains_key(&c))
+        };
+        if let Some(s) = specials.iter().find(is_a_char) {
             return Err(TokenizerError::Invalid(format!(
                 "special token {s:?} is also a character of the alphabet"
             )));
@@ -186,6 +189,8 @@ mod tests {
         assert!(CharTokenizer::new("aba".chars(), specials).is_err());
         let same = ["<s>", "<s>", "<e>"].map(String::from);
         assert!(CharTokenizer::new("ab".chars(), same).is_err());
+        let clash = ["a", "<s>", "<e>"].map(String::from);
+        assert!(CharTokenizer::new("ab".chars(), clash).is_err());
         let bad = r#"{"specials":["<pad>","<bos>","<eos>"],"chars":"aa"}"#;
         assert!(serde_json::from_str::<CharTokenizer>(bad).is_err());
     }

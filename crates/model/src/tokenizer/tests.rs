@@ -131,7 +131,7 @@ fn json_save_and_load_give_equal_tokenizers() {
         t.save_json(&path).unwrap();
         let back = Tokenizer::load_json(&path).unwrap();
         assert_eq!(back, t);
-        let text = "hello wörld";
+        let text = "héllo wörld";
         assert_eq!(back.encode(text).unwrap(), t.encode(text).unwrap());
         // Saving again over the file works (rename replaces it) and leaves no temporary file behind.
         back.save_json(&path).unwrap();

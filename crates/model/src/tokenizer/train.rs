@@ -63,23 +63,23 @@ impl BpeTokenizer {
     /// order pad, bos, eos (a name given twice gets one id).
     pub fn train<S: AsRef<str> + Sync>(texts: &[S], config: &BpeTrainConfig) -> Result<Self> {
         let pre = PreTokenizer::Gpt2;
+        // Distinct special names in the order pad, bos, eos; each role's id is its name's index.
+        let roles = [&config.pad, &config.bos, &config.eos];
         let mut special_names: Vec<&str> = Vec::new();
-        let mut special_id = |name: &Option<String>| -> Result<Option<u32>> {
-            let Some(name) = name else { return Ok(None) };
+        let mut role_ids = [None; 3];
+        for (role, name) in roles.into_iter().enumerate() {
+            let Some(name) = name.as_deref() else { continue };
             if name.is_empty() {
                 return Err(TokenizerError::BadConfig("a special token is the empty string".into()));
             }
-            let pos = special_names.iter().position(|n| n == name).unwrap_or_else(|| {
+            let id = special_names.iter().position(|&n| n == name).unwrap_or_else(|| {
                 special_names.push(name);
                 special_names.len() - 1
             });
-            Ok(Some(pos as u32))
-        };
-        let specials = SpecialIds {
-            pad: special_id(&config.pad)?,
-            bos: special_id(&config.bos)?,
-            eos: special_id(&config.eos)?,
-        };
+            role_ids[role] = Some(id as u32);
+        }
+        let [pad, bos, eos] = role_ids;
+        let specials = SpecialIds { pad, bos, eos };
         let n_special = special_names.len();
         if config.vocab_size < n_special + 256 {
             return Err(TokenizerError::BadConfig(format!(
