@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
 use crate::Float;
 use crate::ops::Op;
@@ -242,17 +242,6 @@ impl<F: Float> Backward<'_, F> {
         match &mut self.grads[v.index()] {
             Some(acc) => *acc += &g,
             slot @ None => *slot = Some(g),
-        }
-    }
-
-    /// Adds the view `g` to `v`'s gradient (copies only when the slot is empty).
-    pub(crate) fn add_view(&mut self, v: Var, g: ArrayViewD<'_, F>) {
-        if !self.needs(v) {
-            return;
-        }
-        match &mut self.grads[v.index()] {
-            Some(acc) => *acc += &g,
-            slot @ None => *slot = Some(g.to_owned()),
         }
     }
 

@@ -110,8 +110,8 @@ pub struct BpeTokenizer {
     /// id -> the token written in the byte-level alphabet (as in `vocab.json`).
     names: Vec<String>,
     name_to_id: HashMap<String, u32>,
-    /// byte -> id of its one-byte token.
-    byte_ids: [u32; 256],
+    /// byte -> id of its one-byte token (boxed: keeps the struct, and `Tokenizer`, small).
+    byte_ids: Box<[u32; 256]>,
     /// rank -> merged pair.
     merges: Vec<Pair>,
     /// merged pair -> (rank, id of the merged token).
@@ -187,7 +187,7 @@ impl BpeTokenizer {
                 return Err(bad_vocab(format!("token {name:?} appears twice (ids {first} and {id})")));
             }
         }
-        let mut byte_ids = [u32::MAX; 256];
+        let mut byte_ids = Box::new([u32::MAX; 256]);
         for (id, bytes) in tokens.iter().enumerate() {
             if let [b] = bytes[..] {
                 byte_ids[b as usize] = id as u32;

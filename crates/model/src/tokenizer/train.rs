@@ -24,6 +24,9 @@ use std::path::Path;
 
 /// Bytes of corpus per parallel pre-tokenization piece.
 const PIECE_BYTES: usize = 1 << 16;
+/// A word after a merge, and the change of each pair count it causes.
+type WordMerge = (Vec<u32>, Vec<(Pair, i64)>);
+
 /// Words per parallel pair-counting chunk.
 const WORD_CHUNK: usize = 4096;
 /// Below this many words to update, a merge step runs serially (threads cost more than they save).
@@ -138,7 +141,7 @@ impl BpeTokenizer {
             holders.sort_unstable();
             holders.dedup();
             let merge_one = |&w: &u32| merge_in_word(&words[w as usize], pair, merged).map(|r| (w, r));
-            let updates: Vec<(u32, (Vec<u32>, Vec<(Pair, i64)>))> = if holders.len() >= PARALLEL_MERGE_MIN {
+            let updates: Vec<(u32, WordMerge)> = if holders.len() >= PARALLEL_MERGE_MIN {
                 holders.par_iter().filter_map(merge_one).collect()
             } else {
                 holders.iter().filter_map(merge_one).collect()
@@ -241,7 +244,7 @@ fn count_pairs(words: &[Vec<u32>], counts: &[u64]) -> (PairMap<i64>, PairMap<Vec
 ///
 /// For an occurrence `x a b y` -> `x ab y`: (x,a), (a,b), (b,y) lose one and (x,ab), (ab,y) gain one,
 /// where `x` is the symbol already written (perhaps itself a fresh `ab`).
-fn merge_in_word(word: &[u32], pair: Pair, merged: u32) -> Option<(Vec<u32>, Vec<(Pair, i64)>)> {
+fn merge_in_word(word: &[u32], pair: Pair, merged: u32) -> Option<WordMerge> {
     let (a, b) = pair;
     if !word.windows(2).any(|p| p[0] == a && p[1] == b) {
         return None;
