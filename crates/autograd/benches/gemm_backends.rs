@@ -72,8 +72,13 @@ fn main() {
     let mm_threads = std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "unset".into());
     println!("ndarray = general_mat_mul on matrixmultiply ({mm}, MATMUL_NUM_THREADS={mm_threads})");
     println!("gemm NT = pglm_autograd::ops::linalg::gemm (gemm 0.19, x86-v4) in a rayon pool of N threads");
-    println!("batched shapes: rayon over the batch (global pool, 2 threads), one single-threaded GEMM each\n");
-    println!("{:<28} {:>18} {:>18} {:>18}   (GFLOP/s median / best)", "shape", "ndarray", "gemm 1T", "gemm 2T");
+    println!(
+        "batched shapes: rayon over the batch (global pool, 2 threads), one single-threaded GEMM each\n"
+    );
+    println!(
+        "{:<28} {:>18} {:>18} {:>18}   (GFLOP/s median / best)",
+        "shape", "ndarray", "gemm 1T", "gemm 2T"
+    );
     let budget = Duration::from_millis(1500);
     let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let pool2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
@@ -82,7 +87,8 @@ fn main() {
         let b = filled(if s.tb { (s.count, s.n, s.k) } else { (s.count, s.k, s.n) }, 2);
         let mut c = Array3::<f32>::zeros((s.count, s.m, s.n));
         let flops = 2.0 * (s.count * s.m * s.n * s.k) as f64;
-        let gf = |(med, best): (f64, f64)| format!("{:>7.1} / {:>7.1}", flops / med / 1e9, flops / best / 1e9);
+        let gf =
+            |(med, best): (f64, f64)| format!("{:>7.1} / {:>7.1}", flops / med / 1e9, flops / best / 1e9);
         let nd;
         let (g1, g2);
         if s.count == 1 {
@@ -100,9 +106,10 @@ fn main() {
                 })
             });
             let par_gemm = |c: &mut Array3<f32>| {
-                c.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(i, ci)| {
-                    gemm_serial(1.0, operand(&a, i, s.ta), operand(&b, i, s.tb), 0.0, ci)
-                })
+                c.axis_iter_mut(Axis(0))
+                    .into_par_iter()
+                    .enumerate()
+                    .for_each(|(i, ci)| gemm_serial(1.0, operand(&a, i, s.ta), operand(&b, i, s.tb), 0.0, ci))
             };
             g1 = pool1.install(|| time(budget, || par_gemm(&mut c)));
             g2 = pool2.install(|| time(budget, || par_gemm(&mut c)));

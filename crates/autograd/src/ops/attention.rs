@@ -54,7 +54,7 @@ fn head_forward<F: Float>(
             sum += *s;
         }
         for s in live.iter_mut() {
-            *s = *s / sum;
+            *s /= sum;
         }
         future.fill(F::zero());
     }
@@ -101,15 +101,29 @@ fn heads4<'a, F: Float>(tape: &'a Tape<F>, q: Var, k: Var, v: Var) -> [ArrayView
     [q, k, v].map(|x| tape.value(x).view().into_dimensionality::<Ix4>().expect("4-D"))
 }
 
+/// Head `h` of batch row `b` of a `(B, H, T, D)` view.
+fn head_of<'a, F>(x: &ArrayView4<'a, F>, b: usize, h: usize) -> ArrayView2<'a, F> {
+    (*x).slice_move(s![b, h, .., ..])
+}
+
 /// The views of head `h` of batch row `b` in a packed `(B, T, 3C)` qkv: `[q, k, v]`, each `(T, hs)`.
-fn packed_head<'a, F>(qkv: &ndarray::ArrayView3<'a, F>, b: usize, h: usize, c: usize, hs: usize) -> [ArrayView2<'a, F>; 3] {
+fn packed_head<'a, F>(
+    qkv: &ndarray::ArrayView3<'a, F>,
+    b: usize,
+    h: usize,
+    c: usize,
+    hs: usize,
+) -> [ArrayView2<'a, F>; 3] {
     [0, c, 2 * c].map(|off| qkv.slice_move(s![b, .., off + h * hs..off + (h + 1) * hs]))
 }
 
 /// Checks a packed qkv shape and returns `(B, T, C, hs)`.
 fn packed_dims(shape: &[usize], n_head: usize) -> (usize, usize, usize, usize) {
-    let ok = shape.len() == 3 && n_head > 0 && shape[2] % (3 * n_head) == 0 && shape[2] > 0;
-    assert!(ok, "causal_self_attention: qkv {shape:?} is not (B, T, 3C) with C divisible by n_head = {n_head}");
+    let ok = shape.len() == 3 && n_head > 0 && shape[2].is_multiple_of(3 * n_head) && shape[2] > 0;
+    assert!(
+        ok,
+        "causal_self_attention: qkv {shape:?} is not (B, T, 3C) with C divisible by n_head = {n_head}"
+    );
     let c = shape[2] / 3;
     (shape[0], shape[1], c, c / n_head)
 }
@@ -125,19 +139,23 @@ impl<F: Float> Op<F> {
                 // Fresh gradients (not the slots): q, k and v may be the same node.
                 let mut grads = [(); 3].map(|_| ArrayD::<F>::zeros(shape.clone()));
                 {
-                    let [qv, kv, vv] = [q, k, v].map(|x| ctx.value(x).view().into_dimensionality::<Ix4>().unwrap());
+                    let [qv, kv, vv] =
+                        [q, k, v].map(|x| ctx.value(x).view().into_dimensionality::<Ix4>().unwrap());
                     let go = grad_out.view().into_dimensionality::<Ix4>().expect("4-D gradient");
                     let p = probs.view().into_dimensionality::<Ix4>().expect("4-D probabilities");
                     let [dq, dk, dv] = grads.each_mut().map(|g| {
-                        g.view_mut().into_shape_with_order((n_b * n_h, t, d)).expect("fresh gradient").into_outer_iter_mut()
+                        g.view_mut()
+                            .into_shape_with_order((n_b * n_h, t, d))
+                            .expect("fresh gradient")
+                            .into_outer_iter_mut()
                     });
                     let heads: Vec<_> = dq.zip(dk).zip(dv).map(|((dq, dk), dv)| (dq, dk, dv)).collect();
                     heads.into_par_iter().enumerate().for_each_init(
                         || Array2::zeros((t, t)),
                         |ds, (i, grads)| {
                             let (b, h) = (i / n_h, i % n_h);
-                            let at = |x: &ArrayView4<'_, F>| x.slice(s![b, h, .., ..]);
-                            head_backward(at(&qv), at(&kv), at(&vv), at(&p), at(&go), scale, ds, grads);
+                            let [q, k, v, p, d_o] = [&qv, &kv, &vv, &p, &go].map(|x| head_of(x, b, h));
+                            head_backward(q, k, v, p, d_o, scale, ds, grads);
                         },
                     );
                 }
@@ -156,9 +174,12 @@ impl<F: Float> Op<F> {
                     let go = grad_out.view().into_dimensionality::<Ix3>().expect("3-D gradient");
                     let p = probs.view().into_dimensionality::<Ix4>().expect("4-D probabilities");
                     let mut heads = Vec::with_capacity(n_b * n_head);
-                    for row in dqkv.view_mut().into_dimensionality::<Ix3>().expect("3-D").into_outer_iter_mut() {
+                    for row in
+                        dqkv.view_mut().into_dimensionality::<Ix3>().expect("3-D").into_outer_iter_mut()
+                    {
                         // Column blocks of one batch row: q heads, then k heads, then v heads.
-                        let mut blocks: Vec<Option<_>> = row.into_axis_chunks_iter_mut(Axis(1), hs).map(Some).collect();
+                        let mut blocks: Vec<Option<_>> =
+                            row.into_axis_chunks_iter_mut(Axis(1), hs).map(Some).collect();
                         for h in 0..n_head {
                             let mut take = |i: usize| blocks[i].take().expect("each block once");
                             heads.push((take(h), take(n_head + h), take(2 * n_head + h)));
@@ -195,13 +216,18 @@ impl<F: Float> Tape<F> {
         let mut probs = ArrayD::<F>::zeros(vec![n_b, n_h, t, t]);
         let mut out = ArrayD::<F>::zeros(vec![n_b, n_h, t, d]);
         {
-            let p = probs.view_mut().into_shape_with_order((n_b * n_h, t, t)).expect("fresh").into_outer_iter_mut();
-            let o = out.view_mut().into_shape_with_order((n_b * n_h, t, d)).expect("fresh").into_outer_iter_mut();
+            let p = probs
+                .view_mut()
+                .into_shape_with_order((n_b * n_h, t, t))
+                .expect("fresh")
+                .into_outer_iter_mut();
+            let o =
+                out.view_mut().into_shape_with_order((n_b * n_h, t, d)).expect("fresh").into_outer_iter_mut();
             let heads: Vec<_> = p.zip(o).collect();
             heads.into_par_iter().enumerate().for_each(|(i, (p, o))| {
                 let (b, h) = (i / n_h, i % n_h);
-                let at = |x: &ArrayView4<'_, F>| x.slice(s![b, h, .., ..]);
-                head_forward(at(&qv), at(&kv), at(&vv), scale, causal, p, o);
+                let [q, k, v] = [&qv, &kv, &vv].map(|x| head_of(x, b, h));
+                head_forward(q, k, v, scale, causal, p, o);
             });
         }
         self.push(out, &[q, k, v], || crate::ops::Op::Attention(Op::Attention { q, k, v, probs }))
@@ -222,7 +248,11 @@ impl<F: Float> Tape<F> {
         let mut probs = ArrayD::<F>::zeros(vec![n_b, n_head, t, t]);
         let mut out = ArrayD::<F>::zeros(vec![n_b, t, c]);
         {
-            let p = probs.view_mut().into_shape_with_order((n_b * n_head, t, t)).expect("fresh").into_outer_iter_mut();
+            let p = probs
+                .view_mut()
+                .into_shape_with_order((n_b * n_head, t, t))
+                .expect("fresh")
+                .into_outer_iter_mut();
             let o = out.view_mut().into_dimensionality::<Ix3>().expect("3-D").into_outer_iter_mut();
             let o = o.flat_map(|row| row.into_axis_chunks_iter_mut(Axis(1), hs));
             let heads: Vec<_> = p.zip(o).collect();

@@ -1,5 +1,5 @@
-//! Elementwise operations: binary ops with NumPy broadcasting ([`binary`]), unary maps
-//! ([`unary`]) and dropout ([`dropout`]). Large tensors are processed on the rayon pool; every
+//! Elementwise operations: binary ops with NumPy broadcasting (`binary`), unary maps
+//! (`unary`) and dropout (`dropout`). Large tensors are processed on the rayon pool; every
 //! output element is computed independently, so results do not depend on the thread count.
 
 mod binary;
@@ -8,8 +8,6 @@ pub(crate) mod kernels;
 mod unary;
 
 use ndarray::ArrayD;
-
-pub(crate) use kernels::{broadcast_shape, sum_to_shape};
 
 use crate::Float;
 use crate::tape::Backward;
@@ -79,10 +77,14 @@ mod testing {
 
     /// An array of `shape` with `lo <= |x| < hi` and random signs.
     pub(super) fn nonzero_array(shape: Vec<usize>, lo: f64, hi: f64) -> BoxedStrategy<ArrayD<f64>> {
-        let n = shape.iter().product();
+        let n = shape.iter().product::<usize>();
         (array(shape, lo, hi), prop::collection::vec(any::<bool>(), n))
             .prop_map(|(mut a, signs)| {
-                a.iter_mut().zip(signs).for_each(|(v, s)| if s { *v = -*v });
+                a.iter_mut().zip(signs).for_each(|(v, s)| {
+                    if s {
+                        *v = -*v
+                    }
+                });
                 a
             })
             .boxed()

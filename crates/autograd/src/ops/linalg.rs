@@ -4,7 +4,7 @@
 //! straight into the gradient slots (`beta = 1`) with transposed views, so it allocates nothing
 //! beyond the slots themselves.
 
-use ndarray::{ArrayD, ArrayView2, ArrayView3, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis, Ix1, Ix2, Zip};
+use ndarray::{ArrayD, ArrayView2, ArrayView3, ArrayViewMut1, ArrayViewMut3, Axis, Ix1, Ix2, Zip};
 use rayon::prelude::*;
 
 use crate::tape::Backward;
@@ -74,7 +74,13 @@ fn slot3<F: Float>(slot: &mut ArrayD<F>, d: (usize, usize, usize)) -> ArrayViewM
 /// `c[i] = alpha a[i]·b[i] + beta c[i]` for every matrix of the batch. Many small products run in
 /// parallel over the batch, one single-threaded GEMM each; a short batch of big ones threads inside
 /// each GEMM instead (one level of threading either way, and the same bits either way).
-fn batched_gemm<F: Float>(alpha: F, a: ArrayView3<'_, F>, b: ArrayView3<'_, F>, beta: F, mut c: ArrayViewMut3<'_, F>) {
+fn batched_gemm<F: Float>(
+    alpha: F,
+    a: ArrayView3<'_, F>,
+    b: ArrayView3<'_, F>,
+    beta: F,
+    mut c: ArrayViewMut3<'_, F>,
+) {
     if c.len_of(Axis(0)) >= rayon::current_num_threads() {
         Zip::from(c.outer_iter_mut())
             .and(a.outer_iter())
@@ -109,7 +115,12 @@ fn add_column_sums<F: Float>(g: ArrayView2<'_, F>, mut db: ArrayViewMut1<'_, F>)
 }
 
 impl Op {
-    pub(crate) fn backward<F: Float>(&self, _out: &ArrayD<F>, grad_out: ArrayD<F>, ctx: &mut Backward<'_, F>) {
+    pub(crate) fn backward<F: Float>(
+        &self,
+        _out: &ArrayD<F>,
+        grad_out: ArrayD<F>,
+        ctx: &mut Backward<'_, F>,
+    ) {
         match *self {
             Op::Matmul { a, b } => {
                 let (d, _) = matmul_dims(ctx.value(a).shape(), ctx.value(b).shape());
@@ -235,13 +246,17 @@ pub(crate) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
     /// Draws `a` of `a_shape`, `b` of `b_shape` (and more arrays) in [-1, 1] plus the weight seed.
     fn sample(shapes: Vec<Vec<usize>>) -> BoxedStrategy<Sample> {
         let arrays: Vec<_> = shapes.into_iter().map(|s| array(s, -1.0, 1.0)).collect();
-        (arrays, any::<u64>()).prop_map(|(inputs, seed)| Sample { seed_weights: seed, ..Sample::new(inputs) }).boxed()
+        (arrays, any::<u64>())
+            .prop_map(|(inputs, seed)| Sample { seed_weights: seed, ..Sample::new(inputs) })
+            .boxed()
     }
     let dim = || 1usize..=4;
     vec![
         gradcheck_case!(
             "matmul (2-D)",
-            move || (dim(), dim(), dim()).prop_flat_map(|(m, k, n)| sample(vec![vec![m, k], vec![k, n]])).boxed(),
+            move || (dim(), dim(), dim())
+                .prop_flat_map(|(m, k, n)| sample(vec![vec![m, k], vec![k, n]]))
+                .boxed(),
             matmul
         ),
         gradcheck_case!(
@@ -267,7 +282,9 @@ pub(crate) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
         ),
         gradcheck_case!(
             "linear (no bias)",
-            move || (dim(), dim(), dim()).prop_flat_map(|(t, i, o)| sample(vec![vec![t, i], vec![i, o]])).boxed(),
+            move || (dim(), dim(), dim())
+                .prop_flat_map(|(t, i, o)| sample(vec![vec![t, i], vec![i, o]]))
+                .boxed(),
             linear
         ),
     ]

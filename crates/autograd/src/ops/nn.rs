@@ -72,11 +72,11 @@ pub(crate) fn into_standard<F: Clone>(a: ArrayD<F>) -> ArrayD<F> {
 /// Copies integer ids (token ids, targets) in logical order and checks each is `< n`.
 ///
 /// # Panics
-/// On the first id `>= n`; the message names `op`, the id, its position and `n`.
+/// On the first id `>= n`; the message names `op`, the id, its position, `what` and `n`.
 pub(crate) fn checked_ids(op: &str, ids: &ArrayD<u32>, n: usize, what: &str) -> Vec<u32> {
     let ids: Vec<u32> = ids.iter().copied().collect();
     if let Some((i, &id)) = ids.iter().enumerate().find(|&(_, &id)| id as usize >= n) {
-        panic!("{op}: id {id} (at flat position {i}) is out of range for {what} of {n}");
+        panic!("{op}: id {id} at flat position {i} is out of range: {what} V = {n}");
     }
     ids
 }

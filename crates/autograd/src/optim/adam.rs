@@ -344,12 +344,15 @@ mod tests {
         let m = &opt.state().m;
         assert!(close(m[0][IxDyn(&[0, 0])], 0.06), "{}", m[0]);
         assert!(close(m[1][IxDyn(&[0])], 0.05), "{}", m[1]);
-        // Step 2 with g = -1: w sees g = -1 + 0.1·w1 with w1 = P1 (the L2 uses p before the step).
+        // Step 1 moved w by lr·m̂/(√v̂ + ε) with m̂ = 0.6, √v̂ = 0.6: w1 = 1 − 0.1·0.6/(0.6 + 1e-8).
+        let w1 = 1.0 - 0.1 * 0.6 / (0.6 + 1e-8);
+        assert!(close(scalar(&store, "w"), w1));
+        // Step 2 with g = −1: w sees g = −1 + 0.1·w1 (the L2 term uses p before the step).
         set_grads(&mut store, -1.0);
         opt.step(&mut store, 0.1);
-        let g = -1.0 + 0.1 * P1;
+        let g = -1.0 + 0.1 * w1;
         let (m2, v2) = (0.9 * 0.06 + 0.1 * g, 0.999 * 0.00036 + 0.001 * g * g);
-        let w2 = P1 - (0.1 / 0.19) * m2 / (v2.sqrt() / 0.001999f64.sqrt() + 1e-8);
+        let w2 = w1 - (0.1 / 0.19) * m2 / (v2.sqrt() / 0.001999f64.sqrt() + 1e-8);
         assert!(close(scalar(&store, "w"), w2), "{} vs {w2}", scalar(&store, "w"));
         assert!(close(scalar(&store, "b"), p2_from(P1)));
     }

@@ -148,8 +148,9 @@ mod tests {
         assert_close(s.lr_at(600), 3.3e-4);
         // Step 350: r = 0.25, coeff = ½(1 + √½) = 0.853553... → 6e-5 + 0.853553·5.4e-4 = 5.20919e-4.
         assert!((s.lr_at(350) - 5.209_188e-4).abs() < 1e-9, "{}", s.lr_at(350));
-        // Step 1099: just above min; 1100 (end) and beyond: min_lr.
-        assert!(s.lr_at(1099) > 6e-5 && s.lr_at(1099) < 6e-5 + 1e-9);
+        // Step 1099: r = 0.999, coeff = ½(1 + cos 0.999π) ≈ 2.4674e-6 → 6e-5 + 1.3324e-9, just above min.
+        assert!((s.lr_at(1099) - (6e-5 + 1.3324e-9)).abs() < 1e-13, "{}", s.lr_at(1099));
+        // 1100 (end) and beyond: min_lr.
         assert_eq!(s.lr_at(1100), 6e-5);
         assert_eq!(s.lr_at(1_000_000), 6e-5);
     }

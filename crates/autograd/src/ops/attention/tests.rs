@@ -32,7 +32,9 @@ fn naive(q: &ArrayD<f64>, k: &ArrayD<f64>, v: &ArrayD<f64>, causal: bool) -> Arr
             for i in 0..t {
                 let live = if causal { i + 1 } else { t };
                 let scores: Vec<f64> = (0..live)
-                    .map(|j| (0..d).map(|c| q[[b, h, i, c]] * k[[b, h, j, c]]).sum::<f64>() / (d as f64).sqrt())
+                    .map(|j| {
+                        (0..d).map(|c| q[[b, h, i, c]] * k[[b, h, j, c]]).sum::<f64>() / (d as f64).sqrt()
+                    })
                     .collect();
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = scores.iter().map(|s| (s - max).exp()).sum();
@@ -195,5 +197,44 @@ fn bit_identical_with_one_and_two_threads() {
     let (one, two) = (run_in_pool(1), run_in_pool(2));
     for (i, (a, b)) in one.iter().zip(&two).enumerate() {
         assert!(a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()), "array {i} differs");
+    }
+}
+
+/// softmax(q·kᵀ/√D, future masked)·v built from separate tape ops (the unfused reference).
+fn composite(t: &mut Tape<f64>, q: Var, k: Var, v: Var, causal: bool) -> Var {
+    let (n, d) = (t.shape(q)[2], t.shape(q)[3]);
+    let kt = t.transpose(k, 2, 3);
+    let s = t.matmul(q, kt);
+    let s = t.mul_scalar(s, 1.0 / (d as f64).sqrt());
+    let s = if causal {
+        // Future scores become -1e30, whose exp underflows to exactly zero.
+        let mask = ArrayD::from_shape_fn(IxDyn(&[n, n]), |ij| ij[1] <= ij[0]);
+        let neg = t.constant(ArrayD::from_elem(IxDyn(&[1]), -1e30));
+        t.select(&mask, s, neg)
+    } else {
+        s
+    };
+    let p = t.softmax(s);
+    t.matmul(p, v)
+}
+
+#[test]
+fn fused_agrees_with_the_composite_graph() {
+    let shape = [2, 2, 6, 4];
+    let [q0, k0, v0, g0] = [21, 22, 23, 24].map(|s| filled(&shape, s).mapv(|x| 2.0 * x));
+    for causal in [false, true] {
+        let run = |fused: bool| {
+            let mut t = Tape::<f64>::new();
+            let [q, k, v] = [&q0, &k0, &v0].map(|x| t.input(x.clone()));
+            let y = if fused { t.attention(q, k, v, causal) } else { composite(&mut t, q, k, v, causal) };
+            let g = t.backward_with(y, g0.clone());
+            let mut out = vec![t.value(y).clone()];
+            out.extend([q, k, v].map(|x| g.wrt(x).unwrap().clone()));
+            out
+        };
+        for (i, (a, b)) in run(true).iter().zip(&run(false)).enumerate() {
+            let err = max_diff(a, b);
+            assert!(err < 1e-12, "causal={causal}, array {i} (y, dq, dk, dv): max difference {err}");
+        }
     }
 }

@@ -17,12 +17,15 @@ pub(crate) enum Op {
     Minimum(Var, Var),
     Maximum(Var, Var),
     /// `mask ? a : b`; the mask is kept at the output's shape.
-    Select { mask: ArrayD<bool>, a: Var, b: Var },
+    Select {
+        mask: ArrayD<bool>,
+        a: Var,
+        b: Var,
+    },
 }
 
 impl Op {
     pub(crate) fn backward<F: Float>(&self, grad_out: ArrayD<F>, ctx: &mut Backward<'_, F>) {
-        let half = F::of(0.5);
         match *self {
             // d(a + b) = da + db
             Op::Add(a, b) => linear(grad_out, ctx, a, b, false),
@@ -32,25 +35,28 @@ impl Op {
             Op::Mul(a, b) => product(grad_out, ctx, a, b, |g, _, y| g * y, |g, x, _| g * x),
             // d(a / b) = da / b - a / b^2 db
             Op::Div(a, b) => product(grad_out, ctx, a, b, |g, _, y| g / y, |g, x, y| -g * x / (y * y)),
-            // The gradient goes to the smaller operand; at a tie it is split half/half (as torch.minimum).
-            Op::Minimum(a, b) => product(
-                grad_out,
-                ctx,
-                a,
-                b,
-                move |g, x, y| if x < y { g } else if x == y { g * half } else { F::zero() },
-                move |g, x, y| if y < x { g } else if x == y { g * half } else { F::zero() },
-            ),
-            Op::Maximum(a, b) => product(
-                grad_out,
-                ctx,
-                a,
-                b,
-                move |g, x, y| if x > y { g } else if x == y { g * half } else { F::zero() },
-                move |g, x, y| if y > x { g } else if x == y { g * half } else { F::zero() },
-            ),
+            // The gradient goes to the smaller (larger) operand; at a tie it is split half/half.
+            Op::Minimum(a, b) => {
+                product(grad_out, ctx, a, b, |g, x, y| g * tie_share(x, y), |g, x, y| g * tie_share(y, x))
+            }
+            Op::Maximum(a, b) => {
+                product(grad_out, ctx, a, b, |g, x, y| g * tie_share(y, x), |g, x, y| g * tie_share(x, y))
+            }
             Op::Select { ref mask, a, b } => select_backward(grad_out, ctx, mask, a, b),
         }
+    }
+}
+
+/// The share of `minimum(x, y)`'s gradient that goes to `x`: all of it when `x < y`, half at a tie
+/// (as `torch.minimum`), none when `x > y`. `maximum`'s share for `x` is `tie_share(y, x)`.
+#[inline]
+fn tie_share<F: Float>(x: F, y: F) -> F {
+    if x < y {
+        F::one()
+    } else if x == y {
+        F::of(0.5)
+    } else {
+        F::zero()
     }
 }
 
@@ -146,15 +152,15 @@ fn chain2<F: Float>(
 fn select_backward<F: Float>(g: ArrayD<F>, ctx: &mut Backward<'_, F>, mask: &ArrayD<bool>, a: Var, b: Var) {
     if ctx.needs(a) {
         let mut ga = ArrayD::zeros(g.raw_dim());
-        zip_apply!(Zip::from(&mut ga).and(&g).and(mask), |o: &mut F, &g: &F, &m: &bool| if m {
-            *o = g
-        });
+        let pick = |o: &mut F, &g: &F, &m: &bool| *o = if m { g } else { F::zero() };
+        zip_apply!(Zip::from(&mut ga).and(&g).and(mask), pick);
         let ga = sum_to_shape(ga, ctx.value(a).shape());
         ctx.add(a, ga);
     }
     if ctx.needs(b) {
         let mut gb = g;
-        zip_apply!(Zip::from(&mut gb).and(mask), |g: &mut F, &m: &bool| if m { *g = F::zero() });
+        let pick = |g: &mut F, &m: &bool| *g = if m { F::zero() } else { *g };
+        zip_apply!(Zip::from(&mut gb).and(mask), pick);
         let gb = sum_to_shape(gb, ctx.value(b).shape());
         ctx.add(b, gb);
     }
@@ -214,7 +220,15 @@ impl<F: Float> Tape<F> {
     /// If the shapes do not broadcast.
     pub fn minimum(&mut self, a: Var, b: Var) -> Var {
         // `x + y` is NaN when either is NaN, the only way both comparisons can be false.
-        let f = |x: F, y: F| if x <= y { x } else if y < x { y } else { x + y };
+        let f = |x: F, y: F| {
+            if x <= y {
+                x
+            } else if y < x {
+                y
+            } else {
+                x + y
+            }
+        };
         self.binary("minimum", a, b, f, Op::Minimum(a, b))
     }
 
@@ -225,7 +239,15 @@ impl<F: Float> Tape<F> {
     /// # Panics
     /// If the shapes do not broadcast.
     pub fn maximum(&mut self, a: Var, b: Var) -> Var {
-        let f = |x: F, y: F| if x >= y { x } else if y > x { y } else { x + y };
+        let f = |x: F, y: F| {
+            if x >= y {
+                x
+            } else if y > x {
+                y
+            } else {
+                x + y
+            }
+        };
         self.binary("maximum", a, b, f, Op::Maximum(a, b))
     }
 
@@ -241,11 +263,10 @@ impl<F: Float> Tape<F> {
         let av = broadcast_view(self.value(a), &shape);
         let bv = broadcast_view(self.value(b), &shape);
         let mut value = ArrayD::zeros(shape.as_slice());
-        zip_apply!(Zip::from(&mut value).and(&m).and(&av).and(&bv), |o: &mut F,
-                                                                   &m: &bool,
-                                                                   &x: &F,
-                                                                   &y: &F| *o =
-            if m { x } else { y });
+        zip_apply!(
+            Zip::from(&mut value).and(&m).and(&av).and(&bv),
+            |o: &mut F, &m: &bool, &x: &F, &y: &F| *o = if m { x } else { y }
+        );
         self.push(value, &[a, b], || {
             let mask = m.to_owned();
             crate::ops::Op::Elementwise(super::Op::Binary(Op::Select { mask, a, b }))
@@ -332,7 +353,7 @@ pub(super) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
             "select (broadcast)",
             || broadcast_triple()
                 .prop_flat_map(|(m, a, b)| {
-                    let n = m.iter().product();
+                    let n = m.iter().product::<usize>();
                     (
                         Just(m),
                         prop::collection::vec(any::<bool>(), n),

@@ -23,6 +23,9 @@ pub(crate) struct Op {
 impl Op {
     pub(crate) fn backward<F: Float>(&self, grad_out: ArrayD<F>, ctx: &mut Backward<'_, F>) {
         // d(m x / (1 - p)) = m dx / (1 - p): the same mask and scale applied to the gradient.
+        if self.p == 0.0 {
+            return ctx.add(self.x, grad_out);
+        }
         let mut g = into_standard(grad_out);
         apply_mask(g.as_slice_mut().expect("standard layout"), self.p, self.seed);
         ctx.add(self.x, g);

@@ -167,12 +167,12 @@ mod tests {
     fn maps_return_standard_layout_for_any_input_layout() {
         let x = ArrayD::from_shape_fn(IxDyn(&[300, 200]), |i| (i[0] * 200 + i[1]) as f32);
         for big in [false, true] {
-            let x = if big { x.clone() } else { x.slice_move(ndarray::s![..3, ..4]).into_dyn() };
+            let x = if big { x.clone() } else { x.slice(ndarray::s![..3, ..4]).to_owned().into_dyn() };
             let t = x.t();
-            let y = map(t, |v| v + 1.0);
+            let y = map(t.view(), |v| v + 1.0);
             assert!(y.is_standard_layout());
             assert_eq!(y, t.mapv(|v| v + 1.0));
-            let s = to_standard(t);
+            let s = to_standard(t.view());
             assert!(s.is_standard_layout());
             assert_eq!(s, t);
         }

@@ -29,7 +29,11 @@ pub(crate) enum Op<F> {
     Sigmoid(Var),
     Relu(Var),
     Gelu(Var),
-    Clamp { x: Var, lo: F, hi: F },
+    Clamp {
+        x: Var,
+        lo: F,
+        hi: F,
+    },
 }
 
 impl<F: Float> Op<F> {
@@ -65,7 +69,11 @@ impl<F: Float> Op<F> {
             // PyTorch's convention (measured on torch 2.15): the gradient passes only strictly inside.
             Op::Clamp { x, lo, hi } => (
                 x,
-                chain(grad_out, ctx.value(x).view(), move |g, x| if lo < x && x < hi { g } else { F::zero() }),
+                chain(
+                    grad_out,
+                    ctx.value(x).view(),
+                    move |g, x| if lo < x && x < hi { g } else { F::zero() },
+                ),
             ),
         };
         ctx.add(x, g);
@@ -168,7 +176,19 @@ impl<F: Float> Tape<F> {
     pub fn clamp(&mut self, x: Var, lo: f64, hi: f64) -> Var {
         assert!(lo <= hi, "clamp: lower bound {lo} exceeds upper bound {hi} (or a bound is NaN)");
         let (lo, hi) = (F::of(lo), F::of(hi));
-        self.unary(x, move |v| if v < lo { lo } else if v > hi { hi } else { v }, Op::Clamp { x, lo, hi })
+        self.unary(
+            x,
+            move |v| {
+                if v < lo {
+                    lo
+                } else if v > hi {
+                    hi
+                } else {
+                    v
+                }
+            },
+            Op::Clamp { x, lo, hi },
+        )
     }
 
     /// A copy of `x`'s value through which no gradient flows (`torch.Tensor.detach`): it is a
@@ -250,9 +270,7 @@ pub(super) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
         gradcheck_case!("sqrt", || one(0.2, 3.0), sqrt),
         gradcheck_case!(
             "powf",
-            || (one(0.3, 2.0), 0usize..5)
-                .prop_map(|(s, p)| Sample { ints: vec![p], ..s })
-                .boxed(),
+            || (one(0.3, 2.0), 0usize..5).prop_map(|(s, p)| Sample { ints: vec![p], ..s }).boxed(),
             powf
         ),
         gradcheck_case!("tanh", || one(-3.0, 3.0), tanh),
@@ -333,12 +351,10 @@ mod tests {
     #[test]
     fn gelu_matches_gpt2_reference_values() {
         // Reference values of the tanh approximation (torch.nn.functional.gelu(x, approximate='tanh')).
-        close(&a(&[gelu(1.0f64), gelu(-1.0), gelu(0.0), gelu(3.0)]), &[
-            0.841_191_990_608_276_8,
-            -0.158_808_009_391_723_24,
-            0.0,
-            2.996_362_607_918_227,
-        ]);
+        close(
+            &a(&[gelu(1.0f64), gelu(-1.0), gelu(0.0), gelu(3.0)]),
+            &[0.841_191_990_608_276_8, -0.158_808_009_391_723_24, 0.0, 2.996_362_607_918_227],
+        );
         // The analytic derivative agrees with a central difference.
         for x in [-3.0f64, -0.7, 0.0, 0.4, 2.5] {
             let h = 1e-6;

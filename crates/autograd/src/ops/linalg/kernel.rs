@@ -23,7 +23,13 @@ use crate::Float;
 ///
 /// # Panics
 /// If the shapes do not agree; the message names all three.
-pub fn gemm<F: Float>(alpha: F, a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, beta: F, c: ArrayViewMut2<'_, F>) {
+pub fn gemm<F: Float>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    c: ArrayViewMut2<'_, F>,
+) {
     let threads = rayon::current_num_threads();
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     gemm_with(alpha, a, b, beta, c, par);
@@ -216,7 +222,9 @@ mod tests {
                 let one = in_pool(1, &a, &b, ta, tb);
                 let two = in_pool(2, &a, &b, ta, tb);
                 assert!(
-                    one.iter().zip(two.iter()).all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits()),
+                    one.iter()
+                        .zip(two.iter())
+                        .all(|(&x, &y)| Float::to_f64(x).to_bits() == Float::to_f64(y).to_bits()),
                     "({m}x{k})·({k}x{n}) ta={ta} tb={tb}: 1 and 2 threads differ"
                 );
             }

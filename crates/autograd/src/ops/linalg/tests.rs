@@ -1,6 +1,6 @@
 //! Values and gradients of `matmul` and `linear` against plain ndarray products.
 
-use ndarray::{Array, Array1, Array2, ArrayD, Axis, IxDyn, s};
+use ndarray::{Array, Array1, Array2, ArrayD, Axis, Ix2, IxDyn, s};
 
 use crate::{Float, Tape};
 
@@ -48,7 +48,8 @@ fn matmul_batched_matches_per_matrix_products() {
     let grads = t.backward_with(c, g0.clone());
     for i in 0..2 {
         for j in 0..3 {
-            let (ai, bi, gi) = (a0.slice(s![i, j, .., ..]), b0.slice(s![i, j, .., ..]), g0.slice(s![i, j, .., ..]));
+            let [ai, bi, gi] =
+                [&a0, &b0, &g0].map(|x| x.slice(s![i, j, .., ..]).into_dimensionality::<Ix2>().unwrap());
             let ci = t.value(c).slice(s![i, j, .., ..]).to_owned();
             assert!(close(&ci.into_dyn(), &ai.dot(&bi).into_dyn()));
             let da = grads.wrt(a).unwrap().slice(s![i, j, .., ..]).to_owned();

@@ -71,7 +71,7 @@ impl<F: Float> Tape<F> {
         let wshape = self.shape(weight);
         assert!(wshape.len() == 2, "embedding: the weight must be 2-D (V, C), got shape {wshape:?}");
         let (v, c) = (wshape[0], wshape[1]);
-        let idv = checked_ids("embedding", ids, v, "a vocabulary (weight rows) V");
+        let idv = checked_ids("embedding", ids, v, "the vocabulary (rows of the weight) has");
         let mut shape = ids.shape().to_vec();
         shape.push(c);
         let mut out = vec![F::zero(); idv.len() * c];
@@ -100,13 +100,13 @@ pub(crate) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
     fn embed<F: Float>(t: &mut Tape<F>, x: &[Var], s: &Sample) -> Var {
         t.embedding(x[0], &ids_from_ints(&s.ints))
     }
-    /// Weight (V, C) and ids of rank 1..=2; the last id repeats the first so the scatter-add
-    /// always accumulates at least one row twice.
+    // Weight (V, C) and ids of rank 1..=2; the last id repeats the first so the scatter-add
+    // always accumulates at least one row twice.
     let strategy = || {
         (1usize..=4, 1usize..=4, shape(2, 3))
             .prop_flat_map(|(v, c, mut ids_shape)| {
                 ids_shape[0] += 1; // at least two positions
-                let n = ids_shape.iter().product();
+                let n: usize = ids_shape.iter().product();
                 (array(vec![v, c], -2.0, 2.0), prop::collection::vec(0..v, n), Just(ids_shape), any::<u64>())
             })
             .prop_map(|(w, mut ids, ids_shape, seed)| {
@@ -143,7 +143,9 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "embedding: id 5 (at flat position 1) is out of range for a vocabulary (weight rows) V of 3")]
+    #[should_panic(
+        expected = "embedding: id 5 at flat position 1 is out of range: the vocabulary (rows of the weight) has V = 3"
+    )]
     fn embedding_id_out_of_range_panics_with_the_id_and_v() {
         let mut t = Tape::<f32>::new();
         let w = t.input(ArrayD::zeros(vec![3, 4]));

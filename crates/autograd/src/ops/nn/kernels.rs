@@ -214,7 +214,7 @@ pub(crate) fn layer_norm_apply<F: Float>(x: &[F], weight: &[F], bias: &[F], mean
 pub fn layer_norm_rows<F: Float>(x: &[F], weight: &[F], bias: &[F], eps: F, out: &mut [F]) {
     let c = weight.len();
     assert!(
-        c > 0 && bias.len() == c && x.len() % c == 0 && out.len() == x.len(),
+        c > 0 && bias.len() == c && x.len().is_multiple_of(c) && out.len() == x.len(),
         "layer_norm_rows: x of length {}, weight {}, bias {}, out {} (need C = weight = bias > 0, \
          x = out = a multiple of C)",
         x.len(),

@@ -52,9 +52,11 @@ fn logits_grad<F: Float>(
     {
         let x = x.as_standard_layout();
         let x = x.as_slice().expect("standard layout");
-        g.par_chunks_mut(v).zip(x.par_chunks(v)).enumerate().with_min_len(rows_per_task(v)).for_each(
-            |(r, (g, x))| row_grad(r, x, lse[r], g),
-        );
+        g.par_chunks_mut(v)
+            .zip(x.par_chunks(v))
+            .enumerate()
+            .with_min_len(rows_per_task(v))
+            .for_each(|(r, (g, x))| row_grad(r, x, lse[r], g));
     }
     ctx.add(logits, ArrayD::from_shape_vec(shape, g).expect("length matches shape"));
 }
@@ -164,7 +166,7 @@ impl<F: Float> Tape<F> {
                 targets.shape()
             );
         }
-        let targets = checked_ids("cross_entropy", targets, v, "a number of classes V");
+        let targets = checked_ids("cross_entropy", targets, v, "the logits' last axis has");
         let lse = self.row_logsumexp(logits, n, v);
         let weights: Vec<F> = match mask {
             Some(m) => m.iter().copied().collect(),
@@ -196,7 +198,7 @@ impl<F: Float> Tape<F> {
     /// If `ids` does not have the shape of `logits` without its last axis, or an id is `>= V`.
     pub fn token_log_probs(&mut self, logits: Var, ids: &ArrayD<u32>) -> Var {
         let (n, v) = self.check_row_ids("token_log_probs", logits, ids, "ids");
-        let ids = checked_ids("token_log_probs", ids, v, "a number of classes V");
+        let ids = checked_ids("token_log_probs", ids, v, "the logits' last axis has");
         let lse = self.row_logsumexp(logits, n, v);
         let out: Vec<F> = {
             let x = self.value(logits).as_standard_layout();
@@ -269,8 +271,11 @@ pub(crate) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
     }
     fn ce_masked<F: Float>(t: &mut Tape<F>, x: &[Var], s: &Sample) -> Var {
         let targets = ids_from_ints(&s.ints);
-        let mask = ArrayD::from_shape_vec(targets.raw_dim(), s.flags.iter().map(|&f| F::of(f as u8 as f64)).collect())
-            .expect("one flag per row");
+        let mask = ArrayD::from_shape_vec(
+            targets.raw_dim(),
+            s.flags.iter().map(|&f| F::of(f as u8 as f64)).collect(),
+        )
+        .expect("one flag per row");
         t.cross_entropy(x[0], &targets, Some(&mask))
     }
     fn tlp<F: Float>(t: &mut Tape<F>, x: &[Var], s: &Sample) -> Var {
@@ -289,7 +294,7 @@ pub(crate) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
 
 #[cfg(test)]
 mod tests {
-    use ndarray::{ArrayD, array};
+    use ndarray::{ArrayD, Axis, array};
 
     use crate::Tape;
 
@@ -332,13 +337,13 @@ mod tests {
         let g = t.backward(loss);
         // Scrambling the masked row changes nothing.
         let mut scrambled = logits.clone();
-        scrambled.row_mut(1).fill(1e4);
+        scrambled.index_axis_mut(Axis(0), 1).fill(1e4);
         let x2 = t.input(scrambled);
         let loss2 = t.cross_entropy(x2, &targets, Some(&mask));
         assert_eq!(t.value(loss)[[]], t.value(loss2)[[]]);
-        assert!(g.wrt(x).unwrap().row(1).iter().all(|&v| v == 0.0));
+        assert!(g.wrt(x).unwrap().index_axis(Axis(0), 1).iter().all(|&v| v == 0.0));
         // It is the plain mean over the kept rows.
-        let kept = ndarray::stack![ndarray::Axis(0), logits.row(0), logits.row(2)].into_dyn();
+        let kept = ndarray::stack![Axis(0), logits.index_axis(Axis(0), 0), logits.index_axis(Axis(0), 2)];
         let x3 = t.input(kept);
         let loss3 = t.cross_entropy(x3, &array![1u32, 2].into_dyn(), None);
         assert!(close(t.value(loss)[[]], t.value(loss3)[[]]));
@@ -363,7 +368,7 @@ mod tests {
         let lp = t.token_log_probs(x, &ids);
         let ls = t.log_softmax(x);
         assert_eq!(t.shape(lp), &[2, 3]);
-        for ((b, s), &id) in ndarray::indices((2, 3)).into_iter().map(|(b, s)| (b, s)).zip(ids.iter()) {
+        for ((b, s), &id) in ndarray::indices((2, 3)).into_iter().zip(ids.iter()) {
             assert!(close(t.value(lp)[[b, s]], t.value(ls)[[b, s, id as usize]]));
         }
         // The loss is the mean of the negated token log-probabilities.
@@ -378,7 +383,7 @@ mod tests {
         let x = t.input(logits);
         let h = t.entropy(x);
         let (p, logp) = (t.softmax(x), t.log_softmax(x));
-        let direct = -(t.value(p) * t.value(logp)).sum_axis(ndarray::Axis(1));
+        let direct = -(t.value(p) * t.value(logp)).sum_axis(Axis(1));
         for (a, b) in t.value(h).iter().zip(direct.iter()) {
             assert!(close(*a, *b));
         }
@@ -409,7 +414,9 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "cross_entropy: id 9 (at flat position 1) is out of range for a number of classes V of 4")]
+    #[should_panic(
+        expected = "cross_entropy: id 9 at flat position 1 is out of range: the logits' last axis has V = 4"
+    )]
     fn cross_entropy_target_out_of_range_panics() {
         let mut t = Tape::<f64>::new();
         let x = t.input(ArrayD::zeros(vec![2, 4]));
