@@ -1,7 +1,9 @@
 //! One row of logits to one token: the processors in their documented order, then the draw.
 
-use crate::processors::{self, TokenSet};
+use pglm_autograd::Float;
+
 use crate::SamplingParams;
+use crate::processors::{self, TokenSet};
 
 /// Per-row work buffers, sized to the vocabulary once (no allocation per token).
 #[derive(Clone, Debug, Default)]
@@ -42,7 +44,7 @@ pub struct Choice {
 /// ```
 ///
 /// `None` when the logits hold a NaN or ±∞ (a diverged model).
-pub fn choose<F: pglm_autograd::Float>(
+pub fn choose<F: Float>(
     z: &[F],
     params: &SamplingParams,
     seen: &TokenSet,
@@ -51,7 +53,7 @@ pub fn choose<F: pglm_autograd::Float>(
 ) -> Option<Choice> {
     let work = &mut scratch.work;
     work.clear();
-    work.extend(z.iter().map(|v| v.to_f64() as f32));
+    work.extend(z.iter().map(|&v| Float::to_f64(v) as f32));
     if !work.iter().all(|v| v.is_finite()) {
         return None;
     }
@@ -59,7 +61,7 @@ pub fn choose<F: pglm_autograd::Float>(
     if t == 0.0 {
         processors::repetition_penalty(work, seen, params.repetition_penalty);
         let token = processors::argmax(work)?;
-        let logprob = processors::log_softmax_at(&scratch_raw(z, work), token, 1.0);
+        let logprob = processors::log_softmax_at(scratch_raw(z, work), token, 1.0);
         return Some(Choice { token: token as u32, logprob: logprob as f32, sampled_logprob: 0.0 });
     }
     processors::repetition_penalty(work, seen, params.repetition_penalty);
@@ -73,15 +75,15 @@ pub fn choose<F: pglm_autograd::Float>(
     let logprob = if params.samples_the_policy() && t == 1.0 {
         sampled
     } else {
-        processors::log_softmax_at(&scratch_raw(z, work), token, 1.0 / t as f64)
+        processors::log_softmax_at(scratch_raw(z, work), token, 1.0 / t as f64)
     };
     Some(Choice { token: token as u32, logprob: logprob as f32, sampled_logprob: sampled as f32 })
 }
 
 /// The raw row as f32 again, reusing `buf` (the processors have overwritten it).
-fn scratch_raw<'a, F: pglm_autograd::Float>(z: &[F], buf: &'a mut Vec<f32>) -> &'a [f32] {
+fn scratch_raw<'a, F: Float>(z: &[F], buf: &'a mut Vec<f32>) -> &'a [f32] {
     buf.clear();
-    buf.extend(z.iter().map(|v| v.to_f64() as f32));
+    buf.extend(z.iter().map(|&v| Float::to_f64(v) as f32));
     buf
 }
 
@@ -108,7 +110,11 @@ mod tests {
         let m = z.iter().map(|&v| v as f64 / t).fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = z.iter().map(|&v| (v as f64 / t - m).exp()).collect();
         let s: f64 = e.iter().sum();
-        counts.iter().zip(&e).map(|(&c, &ei)| (c as f64 - n as f64 * ei / s).powi(2) / (n as f64 * ei / s)).sum()
+        counts
+            .iter()
+            .zip(&e)
+            .map(|(&c, &ei)| (c as f64 - n as f64 * ei / s).powi(2) / (n as f64 * ei / s))
+            .sum()
     }
 
     #[test]
@@ -133,8 +139,11 @@ mod tests {
         }
         let e: Vec<f64> = z.iter().map(|&v| (v as f64 / 0.9).exp()).collect();
         let s: f64 = e.iter().sum();
-        let chi2: f64 =
-            counts.iter().zip(&e).map(|(&c, &ei)| (c - n as f64 * ei / s).powi(2) / (n as f64 * ei / s)).sum();
+        let chi2: f64 = counts
+            .iter()
+            .zip(&e)
+            .map(|(&c, &ei)| (c - n as f64 * ei / s).powi(2) / (n as f64 * ei / s))
+            .sum();
         assert!(chi2 > 24.32, "chi2 = {chi2}");
     }
 
@@ -143,8 +152,12 @@ mod tests {
         let z = [3.0f32, 1.0, 0.0, -1.0];
         let mut seen = TokenSet::new(4);
         seen.insert(0);
-        let params =
-            SamplingParams { temperature: 0.5, top_k: 2, repetition_penalty: 1.3, ..SamplingParams::default() };
+        let params = SamplingParams {
+            temperature: 0.5,
+            top_k: 2,
+            repetition_penalty: 1.3,
+            ..SamplingParams::default()
+        };
         let c = choose(&z, &params, &seen, 0.3, &mut RowScratch::new(4)).unwrap();
         let full = processors::log_softmax_at(&z, c.token as usize, 2.0);
         assert!((c.logprob as f64 - full).abs() < 1e-6);

@@ -166,7 +166,11 @@ impl<F: Float> Sampler<F> {
                 return Err(SamplerError::EmptyPrompt { index });
             }
             if p.tokens.len() >= context {
-                return Err(SamplerError::PromptTooLong { index, length: p.tokens.len(), context_length: context });
+                return Err(SamplerError::PromptTooLong {
+                    index,
+                    length: p.tokens.len(),
+                    context_length: context,
+                });
             }
             if let Some(&id) = p.tokens.iter().find(|&&id| id as usize >= vocab) {
                 return Err(ModelError::TokenOutOfRange { id, vocab_size: vocab }.into());
@@ -200,7 +204,10 @@ impl<F: Float> Sampler<F> {
                 break;
             }
         }
-        Ok(out.into_iter().map(|g| g.into_iter().map(|c| c.expect("every sample retired")).collect()).collect())
+        Ok(out
+            .into_iter()
+            .map(|g| g.into_iter().map(|c| c.expect("every sample retired")).collect())
+            .collect())
     }
 
     /// Gives free slots to the next (prompt, sample) pairs, in order.
@@ -304,7 +311,11 @@ impl<F: Float> Sampler<F> {
     }
 
     /// One decode step: appends every running sequence's last token and draws its next.
-    fn decode<D: Detokenize + ?Sized>(&mut self, model: &Gpt<F>, rules: &Rules<D>) -> Result<(), SamplerError> {
+    fn decode<D: Detokenize + ?Sized>(
+        &mut self,
+        model: &Gpt<F>,
+        rules: &Rules<D>,
+    ) -> Result<(), SamplerError> {
         self.rows.clear();
         for (slot, seq) in self.seqs.iter_mut().enumerate() {
             if seq.active && seq.done.is_none() {
@@ -317,7 +328,12 @@ impl<F: Float> Sampler<F> {
             return Ok(());
         }
         let vocab = self.config.vocab_size;
-        model.forward_cached(&mut self.cache, &mut self.scratch, &self.rows, &mut self.logits[..n * vocab])?;
+        model.forward_cached(
+            &mut self.cache,
+            &mut self.scratch,
+            &self.rows,
+            &mut self.logits[..n * vocab],
+        )?;
         let logits = &self.logits;
         let step = |seq: &mut Seq| {
             if seq.active && seq.done.is_none() {
@@ -333,7 +349,11 @@ impl<F: Float> Sampler<F> {
     }
 
     /// Turns finished sequences into completions and frees their slots.
-    fn retire(&mut self, out: &mut [Vec<Option<Completion>>], params: &SamplingParams) -> Result<(), SamplerError> {
+    fn retire(
+        &mut self,
+        out: &mut [Vec<Option<Completion>>],
+        params: &SamplingParams,
+    ) -> Result<(), SamplerError> {
         for (slot, seq) in self.seqs.iter_mut().enumerate() {
             if seq.active && seq.failed {
                 return Err(SamplerError::NonFiniteLogits { prompt_id: seq.prompt_id, sample: seq.sample });

@@ -111,7 +111,8 @@ mod tests {
     #[test]
     fn streams_differ_by_seed_prompt_and_sample() {
         let base = Stream::new(1, 2, 3);
-        for other in [Stream::new(0, 2, 3), Stream::new(1, 3, 3), Stream::new(1, 2, 4), Stream::new(1, 3, 2)] {
+        for other in [Stream::new(0, 2, 3), Stream::new(1, 3, 3), Stream::new(1, 2, 4), Stream::new(1, 3, 2)]
+        {
             assert_ne!(base, other);
             assert_ne!(base.word(0), other.word(0));
         }

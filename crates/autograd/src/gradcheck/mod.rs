@@ -167,7 +167,7 @@ fn compare(a: &[ArrayD<f64>], n: &[ArrayD<f64>], rtol: f64) -> Result<f64, Strin
     for (i, (ai, ni)) in a.iter().zip(n).enumerate() {
         for (j, (&x, &y)) in ai.iter().zip(ni.iter()).enumerate() {
             let e = rel_err(x, y, floor);
-            if !(e <= rtol) {
+            if e.is_nan() || e > rtol {
                 return Err(format!(
                     "input {i}, element {j}: analytic {x:e}, numeric {y:e}, relative error {e:e} > {rtol:e}"
                 ));
