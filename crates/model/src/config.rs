@@ -73,13 +73,13 @@ impl GptConfig {
         if self.n_layer == 0 {
             return bad("n_layer", "at least 1".into());
         }
-        if self.n_head == 0 || self.n_embd == 0 || self.n_embd % self.n_head != 0 {
+        if self.n_head == 0 || self.n_embd == 0 || !self.n_embd.is_multiple_of(self.n_head) {
             return bad("n_head", format!("a divisor of n_embd = {}", self.n_embd));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("a probability in [0, 1), got {}", self.dropout));
         }
-        if !(self.layer_norm_epsilon > 0.0) {
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return bad("layer_norm_epsilon", format!("a positive number, got {}", self.layer_norm_epsilon));
         }
         Ok(())

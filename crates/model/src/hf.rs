@@ -99,7 +99,7 @@ impl Gpt<f32> {
             return Err(hf_err(&weights_path, format!("unexpected tensor `{extra}` (not part of GPT-2)")));
         }
         if let Some(head) = lm_head
-            && &head != model.params.value(model.ids.wte)
+            && head != model.params.value(model.ids.wte)
         {
             return Err(hf_err(&weights_path, "lm_head.weight differs from wte.weight: an untied head"));
         }
