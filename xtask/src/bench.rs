@@ -16,6 +16,11 @@ use pglm_autograd::{ParamStore, Tape, Var};
 enum Work {
     Flops(f64),
     Bytes(f64),
+    /// A training step: its FLOPs (nanoGPT's estimate) and the tokens it consumes.
+    Train {
+        flops: f64,
+        tokens: f64,
+    },
 }
 
 /// A named benchmark: `run` does one complete measured step.
@@ -161,7 +166,54 @@ fn all_benches() -> Vec<Bench> {
     }));
     v.push(tape_bench("exp fwd 2048x1024".into(), bytes(2), &[shape], false, |t, x| t.exp(x[0])));
     v.push(tape_bench("exp fwd+bwd 2048x1024".into(), bytes(6), &[shape], true, |t, x| t.exp(x[0])));
+    v.extend(train_benches());
     v
+}
+
+/// One whole training step of the model (forward, cross-entropy, backward, AdamW) at the peer
+/// configs of `shared/peer/train_step.py`: S, M, L, each 2048 tokens per step.
+fn train_benches() -> Vec<Bench> {
+    use pglm_autograd::optim::{AdamW, Optimizer};
+    use pglm_model::{Gpt, GptConfig};
+    let configs = [
+        ("S", GptConfig::new(64, 64, 2, 4, 128), 32),
+        ("M", GptConfig::new(512, 128, 4, 4, 256), 16),
+        ("L", GptConfig::new(512, 256, 6, 6, 384), 8),
+    ];
+    configs
+        .into_iter()
+        .map(|(name, cfg, batch)| {
+            let t = cfg.context_length;
+            let tokens = (batch * t) as f64;
+            let flops = tokens * cfg.train_flops_per_token(t);
+            let mut model = Gpt::<f32>::new(cfg.clone(), 1).expect("valid config");
+            let mut s = 7u64;
+            let mut next = move || {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 33) % cfg.vocab_size as u64) as u32
+            };
+            let ids: Vec<u32> = (0..batch * (t + 1)).map(|_| next()).collect();
+            let seqs = ndarray::Array2::from_shape_vec((batch, t + 1), ids).expect("shape");
+            let x = seqs.slice(ndarray::s![.., ..t]).to_owned().into_dyn();
+            let y = seqs.slice(ndarray::s![.., 1..]).to_owned().into_dyn();
+            // nanoGPT's setup, as the peer script: AdamW lr 3e-4, betas (0.9, 0.95), decay 0.1 on matrices.
+            let mut opt = AdamW::new(3e-4).with_betas(0.9, 0.95).with_weight_decay(0.1);
+            let mut tape = Tape::new();
+            let run = move || {
+                tape.clear();
+                model.params.zero_grad();
+                let loss = model.loss(&mut tape, &x, &y, None, None).expect("valid batch");
+                tape.backward(loss).accumulate_into(&mut model.params);
+                tape.clear();
+                opt.step(&mut model.params, 3e-4);
+            };
+            Bench {
+                name: format!("train step {name} B={batch} T={t}"),
+                work: Work::Train { flops, tokens },
+                run: Box::new(run),
+            }
+        })
+        .collect()
 }
 
 /// Median and best seconds per run over about `budget` (at least 5 runs, after one warm-up run).
@@ -212,6 +264,9 @@ pub fn run(args: &[String]) -> Result<()> {
         let rate = match b.work {
             Work::Flops(f) => format!("{:7.1} ({:6.1}) GFLOP/s", f / med / 1e9, f / best / 1e9),
             Work::Bytes(x) => format!("{:7.1} ({:6.1}) GB/s   ", x / med / 1e9, x / best / 1e9),
+            Work::Train { flops, tokens } => {
+                format!("{:7.1} GFLOP/s, {:8.0} tokens/s", flops / med / 1e9, tokens / med)
+            }
         };
         println!("{:<48} {:>10.3} {:>22}", b.name, med * 1e3, rate);
     }

@@ -31,10 +31,9 @@ fn gradcheck(args: &[String]) -> Result<()> {
             other => bail!("gradcheck: unknown argument {other:?}"),
         }
     }
-    let reports: Vec<_> = pglm_autograd::gradcheck::all_cases()
-        .iter()
-        .map(|c| pglm_autograd::gradcheck::run_case(c, cases))
-        .collect();
+    let mut all = pglm_autograd::gradcheck::all_cases();
+    all.extend(pglm_model::gradcheck::gradcheck_cases());
+    let reports: Vec<_> = all.iter().map(|c| pglm_autograd::gradcheck::run_case(c, cases)).collect();
     print!("{}", pglm_autograd::gradcheck::table(&reports));
     if reports.iter().any(|r| r.failure.is_some()) {
         bail!("some gradient checks failed");

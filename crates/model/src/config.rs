@@ -42,7 +42,13 @@ fn ln_eps() -> f64 {
 
 impl GptConfig {
     /// A config with GPT-2's defaults for everything but the sizes.
-    pub fn new(vocab_size: usize, context_length: usize, n_layer: usize, n_head: usize, n_embd: usize) -> Self {
+    pub fn new(
+        vocab_size: usize,
+        context_length: usize,
+        n_layer: usize,
+        n_head: usize,
+        n_embd: usize,
+    ) -> Self {
         GptConfig {
             vocab_size,
             context_length,

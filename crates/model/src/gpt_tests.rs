@@ -138,7 +138,8 @@ fn bad_inputs_are_errors() {
 /// `steps` AdamW steps on one fixed batch; returns the loss of every step.
 fn train_fixed_batch(model: &mut Gpt<f32>, steps: usize, lr: f64) -> Vec<f32> {
     use pglm_autograd::optim::{AdamW, Optimizer};
-    let seqs: [&[u32]; 2] = [&[1, 4, 2, 8, 5, 7, 1, 0, 3, 9, 6, 2, 4], &[3, 3, 10, 2, 6, 1, 8, 8, 0, 5, 9, 7, 1]];
+    let seqs: [&[u32]; 2] =
+        [&[1, 4, 2, 8, 5, 7, 1, 0, 3, 9, 6, 2, 4], &[3, 3, 10, 2, 6, 1, 8, 8, 0, 5, 9, 7, 1]];
     let inputs: Vec<&[u32]> = seqs.iter().map(|s| &s[..12]).collect();
     let targets: Vec<&[u32]> = seqs.iter().map(|s| &s[1..]).collect();
     let (x, y) = (ids(&inputs), ids(&targets));
@@ -175,8 +176,11 @@ fn training_is_bit_identical_with_one_and_two_threads() {
             cfg.dropout = 0.1;
             let mut model = Gpt::<f32>::new(cfg, 9).unwrap();
             let losses = train_fixed_batch(&mut model, 4, 1e-3);
-            let weights: Vec<u32> =
-                model.params.iter().flat_map(|(_, p)| p.value().iter().map(|v| v.to_bits()).collect::<Vec<_>>()).collect();
+            let weights: Vec<u32> = model
+                .params
+                .iter()
+                .flat_map(|(_, p)| p.value().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+                .collect();
             (losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>(), weights)
         })
     };

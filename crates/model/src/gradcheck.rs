@@ -20,7 +20,8 @@ fn config() -> GptConfig {
 /// The masked next-token loss of the tiny model whose parameters are `xs`.
 fn loss<F: Float>(tape: &mut Tape<F>, xs: &[Var], s: &Sample) -> Var {
     let model = Gpt::<F>::new(config(), 0).expect("valid config");
-    let to_ids = |v: &[usize]| ArrayD::from_shape_vec(IxDyn(&[B, T]), v.iter().map(|&i| i as u32).collect()).unwrap();
+    let to_ids =
+        |v: &[usize]| ArrayD::from_shape_vec(IxDyn(&[B, T]), v.iter().map(|&i| i as u32).collect()).unwrap();
     let ids = to_ids(&s.ints[..B * T]);
     let targets = to_ids(&s.ints[B * T..2 * B * T]);
     // At least one position counts, so the mean is defined.
@@ -40,12 +41,18 @@ fn strategy() -> BoxedStrategy<Sample> {
         .iter()
         .map(|(_, p)| {
             // Layer-norm gains stay away from zero; everything else is drawn around it.
-            let (lo, hi) = if p.name.contains("ln") && p.name.ends_with("weight") { (0.5, 1.5) } else { (-0.5, 0.5) };
+            let (lo, hi) =
+                if p.name.contains("ln") && p.name.ends_with("weight") { (0.5, 1.5) } else { (-0.5, 0.5) };
             array(p.value().shape().to_vec(), lo, hi)
         })
         .collect();
     let vocab = config().vocab_size;
-    (params, prop::collection::vec(0..vocab, 2 * B * T), prop::collection::vec(any::<bool>(), B * T), any::<u64>())
+    (
+        params,
+        prop::collection::vec(0..vocab, 2 * B * T),
+        prop::collection::vec(any::<bool>(), B * T),
+        any::<u64>(),
+    )
         .prop_map(|(inputs, ints, flags, seed)| Sample { inputs, ints, flags, seed_weights: seed })
         .boxed()
 }

@@ -156,7 +156,11 @@ impl<F: Float> Gpt<F> {
         // Positions: each row takes the next free position of its slot.
         for (r, &(slot, token)) in rows.iter().enumerate() {
             let err = if slot >= cache.slots {
-                Some(ModelError::ShapeMismatch { what: "slot index", expected: vec![cache.slots], got: vec![slot] })
+                Some(ModelError::ShapeMismatch {
+                    what: "slot index",
+                    expected: vec![cache.slots],
+                    got: vec![slot],
+                })
             } else if token as usize >= v_size {
                 Some(ModelError::TokenOutOfRange { id: token, vocab_size: v_size })
             } else if cache.lens[slot] >= cache.capacity {
@@ -200,7 +204,9 @@ impl<F: Float> Gpt<F> {
 
             self.ln(block.ln_2, &s.x[..n * c], &mut s.xn[..n * c], &s.zeros, eps);
             self.linear(block.c_fc, &s.xn[..n * c], &mut s.h4[..n * 4 * c], &s.zeros);
-            s.h4[..n * 4 * c].par_chunks_mut(4 * c).for_each(|row| row.iter_mut().for_each(|h| *h = gelu(*h)));
+            s.h4[..n * 4 * c]
+                .par_chunks_mut(4 * c)
+                .for_each(|row| row.iter_mut().for_each(|h| *h = gelu(*h)));
             self.linear(block.mlp_proj, &s.h4[..n * 4 * c], &mut s.y[..n * c], &s.zeros);
             add_in_place(&mut s.x[..n * c], &s.y[..n * c]);
         }
@@ -260,17 +266,19 @@ fn add_in_place<F: Float>(x: &mut [F], y: &[F]) {
 /// Columns per block of [`matmul_rows`]: 64 f32 accumulators are four AVX-512 registers.
 const COLS: usize = 64;
 
+/// Rows that share each load of a weight block (4 rows x 64 columns = 16 AVX-512 accumulators).
+const GROUP: usize = 4;
+
 /// out[r, :] = bias + x[r, :] · w for rows of x (k wide) and w (k x n, row-major).
 ///
-/// Every output element is computed by [`col_block`] the same way (from the bias, adding
-/// `x[r, i] * w[i, j]` for i = 0, 1, ... in order) whatever the number of rows or threads, so
-/// results never depend on the batch. Large products run in parallel: over groups of rows when
-/// there are several, over column blocks of the one row otherwise (batch-1 decoding).
+/// Every output element is computed the same way — from the bias, `acc = fma(x[r, i], w[i, j], acc)`
+/// for i = 0, 1, ... in order — whether its row is computed alone or in a group of [`GROUP`], on any
+/// thread, so results never depend on the batch. Large products run in parallel: over groups of
+/// rows when there are several, over column blocks of each row otherwise (batch-1 decoding).
 fn matmul_rows<F: Float>(x: &[F], w: &[F], bias: &[F], k: usize, n: usize, out: &mut [F]) {
-    const GROUP: usize = 4;
     let rows = x.len() / k;
-    let big = rows * k * n >= 1 << 18;
-    if big && rows >= GROUP {
+    let big = rows * k * n >= 1 << 17;
+    if big && rows >= 2 * GROUP {
         out.par_chunks_mut(GROUP * n)
             .zip(x.par_chunks(GROUP * k))
             .for_each(|(o, xg)| rows_block(xg, w, bias, k, n, o));
@@ -287,18 +295,47 @@ fn matmul_rows<F: Float>(x: &[F], w: &[F], bias: &[F], k: usize, n: usize, out: 
     }
 }
 
-/// All rows of `x`, one column block at a time (the block of `w` stays in cache across rows).
+/// All rows of `x`, one column block at a time, [`GROUP`] rows per pass over the block.
 fn rows_block<F: Float>(x: &[F], w: &[F], bias: &[F], k: usize, n: usize, out: &mut [F]) {
     let rows = x.len() / k;
     for j0 in (0..n).step_by(COLS) {
         let width = COLS.min(n - j0);
-        for r in 0..rows {
+        let mut r = 0;
+        if width == COLS {
+            while r + GROUP <= rows {
+                group_block(&x[r * k..(r + GROUP) * k], w, bias, k, n, j0, &mut out[r * n..(r + GROUP) * n]);
+                r += GROUP;
+            }
+        }
+        for r in r..rows {
             col_block(&x[r * k..(r + 1) * k], w, bias, n, j0, &mut out[r * n + j0..r * n + j0 + width]);
         }
     }
 }
 
-/// out[j] = bias[j0 + j] + sum_i xr[i] * w[i, j0 + j] for one row and up to [`COLS`] columns.
+/// [`GROUP`] rows x [`COLS`] columns: each weight row segment is loaded once for all the rows.
+#[inline]
+fn group_block<F: Float>(x: &[F], w: &[F], bias: &[F], k: usize, n: usize, j0: usize, out: &mut [F]) {
+    let mut acc = [[F::zero(); COLS]; GROUP];
+    for a in &mut acc {
+        a.copy_from_slice(&bias[j0..j0 + COLS]);
+    }
+    for i in 0..k {
+        let wr = &w[i * n + j0..i * n + j0 + COLS];
+        for (g, a) in acc.iter_mut().enumerate() {
+            let xi = x[g * k + i];
+            for j in 0..COLS {
+                a[j] = xi.mul_add(wr[j], a[j]);
+            }
+        }
+    }
+    for (g, a) in acc.iter().enumerate() {
+        out[g * n + j0..g * n + j0 + COLS].copy_from_slice(a);
+    }
+}
+
+/// out[j] = bias[j0 + j] + sum_i xr[i] * w[i, j0 + j] for one row and up to [`COLS`] columns,
+/// with the same fused multiply-adds in the same order as [`group_block`].
 #[inline]
 fn col_block<F: Float>(xr: &[F], w: &[F], bias: &[F], n: usize, j0: usize, out: &mut [F]) {
     let width = out.len();
@@ -309,7 +346,7 @@ fn col_block<F: Float>(xr: &[F], w: &[F], bias: &[F], n: usize, j0: usize, out: 
         for (i, &xi) in xr.iter().enumerate() {
             let wr = &w[i * n + j0..i * n + j0 + COLS];
             for j in 0..COLS {
-                acc[j] += xi * wr[j];
+                acc[j] = xi.mul_add(wr[j], acc[j]);
             }
         }
         out.copy_from_slice(&acc);
@@ -318,7 +355,7 @@ fn col_block<F: Float>(xr: &[F], w: &[F], bias: &[F], n: usize, j0: usize, out: 
         for (i, &xi) in xr.iter().enumerate() {
             let wr = &w[i * n + j0..i * n + j0 + width];
             for j in 0..width {
-                out[j] += xi * wr[j];
+                out[j] = xi.mul_add(wr[j], out[j]);
             }
         }
     }
@@ -359,7 +396,14 @@ fn dot<F: Float>(a: &[F], b: &[F]) -> F {
 }
 
 /// Copies each row's key and value (from its packed qkv row) into the cache at its position.
-fn write_kv<F: Float>(cache: &mut KvCache<F>, layer: usize, rows: &[(usize, u32)], pos: &[usize], qkv: &[F], c: usize) {
+fn write_kv<F: Float>(
+    cache: &mut KvCache<F>,
+    layer: usize,
+    rows: &[(usize, u32)],
+    pos: &[usize],
+    qkv: &[F],
+    c: usize,
+) {
     let hs = cache.head_dim;
     for (r, &(slot, _)) in rows.iter().enumerate() {
         let row = &qkv[r * 3 * c..(r + 1) * 3 * c];

@@ -280,5 +280,9 @@ fn bad_requests_are_typed_errors() {
     let other = model::<f32>(medium(), 8);
     assert!(matches!(s.generate(&other, &[vec![1]], &p, &no), Err(SamplerError::ConfigMismatch)));
     // The sampler is still usable after errors.
-    assert_eq!(s.generate(&m, &[vec![1]], &p, &no).unwrap()[0][0].tokens.len(), 31, "context 32 minus the prompt");
+    assert_eq!(
+        s.generate(&m, &[vec![1]], &p, &no).unwrap()[0][0].tokens.len(),
+        31,
+        "context 32 minus the prompt"
+    );
 }

@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batch = Batch::<f32>::new(&refs, 0);
     let mut model = Gpt::<f32>::new(cfg.clone(), 1)?;
     let mut opt = AdamW::<f32>::new(1e-3).with_betas(0.9, 0.95).with_weight_decay(0.1);
-    let mut bare_step = |model: &mut Gpt<f32>, opt: &mut AdamW<f32>| {
+    let bare_step = |model: &mut Gpt<f32>, opt: &mut AdamW<f32>| {
         model.params.zero_grad();
         let mut tape = Tape::new();
         let loss = model.loss(&mut tape, &batch.ids, &batch.targets, None, None).unwrap();

@@ -256,7 +256,7 @@ impl TrainConfig {
             return bad("batch.batch_size", "at least 1".into());
         }
         let micro = b.micro();
-        if micro == 0 || b.batch_size % micro != 0 {
+        if micro == 0 || !b.batch_size.is_multiple_of(micro) {
             return bad(
                 "batch.micro_batch_size",
                 format!("a divisor of batch.batch_size = {}, got {micro}", b.batch_size),
@@ -290,7 +290,7 @@ impl TrainConfig {
             return bad("optim.eps", format!("a positive number, got {}", o.eps));
         }
         if let Some(c) = o.grad_clip
-            && !(c > 0.0)
+            && c.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
         {
             return bad("optim.grad_clip", format!("a positive number (or absent), got {c}"));
         }
@@ -356,7 +356,8 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut TrainConfig)>)> = vec![
+        type Edit = Box<dyn Fn(&mut TrainConfig)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("batch.micro_batch_size", Box::new(|c| c.batch.micro_batch_size = Some(3))),
             ("batch.seq_len", Box::new(|c| c.batch.seq_len = 33)),
             ("batch.batch_size", Box::new(|c| c.batch.batch_size = 0)),

@@ -38,7 +38,7 @@ pub enum TrainError {
     },
     /// A dataset file is empty, malformed or lacks a field (the rewards crate's reader).
     #[error(transparent)]
-    Dataset(#[from] DatasetError),
+    Dataset(Box<DatasetError>),
     /// A text corpus holds no text.
     #[error("{}: the corpus is empty (expected some text to train on)", path.display())]
     EmptyCorpus {
@@ -72,7 +72,7 @@ pub enum TrainError {
         field: &'static str,
         /// The tokenizer's complaint (which character, where).
         #[source]
-        source: TokenizerError,
+        source: Box<TokenizerError>,
     },
     /// The tokenizer lacks a special token the trainer needs.
     #[error("the tokenizer has no {which} token, which {why}")]
@@ -84,7 +84,7 @@ pub enum TrainError {
     },
     /// The tokenizer could not be loaded or saved.
     #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
+    Tokenizer(Box<TokenizerError>),
     /// A tokenized example is longer than the training context.
     #[error(
         "{}:{line}: the example has {length} tokens (prompt, completion and markers), more than \
@@ -106,7 +106,7 @@ pub enum TrainError {
     Model(#[from] ModelError),
     /// A checkpoint file could not be written, read or verified.
     #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
+    Checkpoint(Box<CheckpointError>),
     /// A checkpoint was written for another model or run config.
     #[error("{}: checkpoint is for a different config: `{field}` is {found} in the checkpoint, {expected} in the run", path.display())]
     CheckpointMismatch {
@@ -175,5 +175,24 @@ impl TrainError {
     /// A [`TrainError::Io`] error about `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         TrainError::Io { path: path.into(), source }
+    }
+}
+
+// The large source errors are boxed so that `Result<_, TrainError>` stays small.
+impl From<DatasetError> for TrainError {
+    fn from(e: DatasetError) -> Self {
+        TrainError::Dataset(Box::new(e))
+    }
+}
+
+impl From<TokenizerError> for TrainError {
+    fn from(e: TokenizerError) -> Self {
+        TrainError::Tokenizer(Box::new(e))
+    }
+}
+
+impl From<CheckpointError> for TrainError {
+    fn from(e: CheckpointError) -> Self {
+        TrainError::Checkpoint(Box::new(e))
     }
 }

@@ -147,7 +147,7 @@ impl TaskEval {
         let completions = greedy_decode(model, &ids, self.max_new_tokens, self.eos)?;
         let texts: Vec<String> = completions
             .iter()
-            .map(|c| tokenizer.decode(c).map_err(TrainError::Tokenizer))
+            .map(|c| tokenizer.decode(c).map_err(TrainError::from))
             .collect::<Result<_, _>>()?;
         let inputs: Vec<RewardInput<'_>> = self
             .prompts

@@ -46,7 +46,7 @@ fn encode_error(text: &str, path: &Path, source: TokenizerError) -> TrainError {
         }
         _ => 1,
     };
-    TrainError::Encode { path: path.into(), line, field: "text", source }
+    TrainError::Encode { path: path.into(), line, field: "text", source: Box::new(source) }
 }
 
 #[cfg(test)]

@@ -98,10 +98,10 @@ impl RunDir {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') && name.contains(".tmp") {
                 let _ = fs::remove_file(entry.path()); // a killed writer's leftover
-            } else if let Some(step) = name.strip_prefix("step-").and_then(|s| s.strip_suffix(".ckpt")) {
-                if let Ok(step) = step.parse::<u64>() {
-                    steps.push(step);
-                }
+            } else if let Some(step) = name.strip_prefix("step-").and_then(|s| s.strip_suffix(".ckpt"))
+                && let Ok(step) = step.parse::<u64>()
+            {
+                steps.push(step);
             }
         }
         steps.sort_unstable();

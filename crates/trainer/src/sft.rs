@@ -45,7 +45,7 @@ pub fn encode_prompt(
         path: path.into(),
         line,
         field: "prompt",
-        source,
+        source: Box::new(source),
     })?;
     ids.extend(body);
     Ok(ids)
@@ -69,7 +69,7 @@ pub fn sft_sequences(
                 path: path.into(),
                 line: r.line,
                 field: "completion",
-                source,
+                source: Box::new(source),
             })?;
             tokens.extend(completion);
             tokens.push(eos);

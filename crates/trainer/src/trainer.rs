@@ -206,7 +206,7 @@ impl<F: Float> Trainer<F> {
             ..Default::default()
         };
         let last = self.step >= self.config.run.steps;
-        let due = |every: u64, step: u64| last || (every > 0 && step % every == 0);
+        let due = |every: u64, step: u64| last || (every > 0 && step.is_multiple_of(every));
         if due(self.config.run.eval_every, self.step) {
             let e = self.evaluate()?;
             m.eval_loss = e.loss;

@@ -226,9 +226,41 @@ pub fn all_cases() -> Vec<Case> {
     cases
 }
 
-/// Whole graphs rather than single ops (filled in as the ops land).
+/// Whole graphs rather than single ops: a two-layer MLP whose weight `W` is used by both layers,
+/// so backward must add the two contributions, `y = gelu(tanh(x·W + b1)·W + b2)`, then the mean
+/// cross-entropy of `y` against drawn targets.
 fn composite_cases() -> Vec<Case> {
-    Vec::new()
+    fn mlp<F: Float>(t: &mut Tape<F>, xs: &[Var], s: &Sample) -> Var {
+        let (x, w, b1, b2) = (xs[0], xs[1], xs[2], xs[3]);
+        let h = t.linear(x, w, Some(b1));
+        let h = t.tanh(h);
+        let y = t.linear(h, w, Some(b2));
+        let y = t.gelu(y);
+        let n = t.shape(y)[0];
+        let d = t.shape(y)[1];
+        let targets = ArrayD::from_shape_fn(vec![n], |i| (s.ints[i[0]] % d) as u32);
+        t.cross_entropy(y, &targets, None)
+    }
+    fn strategy() -> BoxedStrategy<Sample> {
+        (1usize..=4, 1usize..=4)
+            .prop_flat_map(|(n, d)| {
+                (
+                    array(vec![n, d], -1.0, 1.0),
+                    array(vec![d, d], -1.0, 1.0),
+                    array(vec![d], -0.5, 0.5),
+                    array(vec![d], -0.5, 0.5),
+                    prop::collection::vec(0usize..16, n),
+                    any::<u64>(),
+                )
+            })
+            .prop_map(|(x, w, b1, b2, ints, seed)| Sample {
+                ints,
+                seed_weights: seed,
+                ..Sample::new(vec![x, w, b1, b2])
+            })
+            .boxed()
+    }
+    vec![crate::gradcheck_case!("mlp, weight shared by 2 layers", strategy, mlp)]
 }
 
 /// Strategy helper: an f64 array of `shape` with values in `lo..hi`.
@@ -247,14 +279,14 @@ pub fn shape(max_rank: usize, max_size: usize) -> BoxedStrategy<Vec<usize>> {
 /// Formats reports as the table `cargo xtask gradcheck` prints.
 pub fn table(reports: &[Report]) -> String {
     let mut s =
-        format!("{:<28} {:>6} {:>12} {:>12}  {}\n", "op", "cases", "worst f64", "worst f32", "status");
+        format!("{:<32} {:>6} {:>12} {:>12}  {}\n", "op", "cases", "worst f64", "worst f32", "status");
     for r in reports {
         let status = match &r.failure {
             None => "ok".to_string(),
             Some(f) => format!("FAILED: {}", f.lines().next().unwrap_or("")),
         };
         s +=
-            &format!("{:<28} {:>6} {:>12.3e} {:>12.3e}  {}\n", r.name, r.cases, r.worst64, r.worst32, status);
+            &format!("{:<32} {:>6} {:>12.3e} {:>12.3e}  {}\n", r.name, r.cases, r.worst64, r.worst32, status);
     }
     s
 }
