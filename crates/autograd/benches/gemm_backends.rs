@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, Array3, ArrayView2, Axis};
+use ndarray::{Array3, ArrayView2, Axis};
 use pglm_autograd::ops::linalg::{gemm, gemm_serial};
 use rayon::prelude::*;
 
