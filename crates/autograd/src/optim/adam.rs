@@ -265,25 +265,8 @@ fn update_element<F: Float>(p: &mut F, g: F, m: &mut F, v: &mut F, c: &Coeffs<F>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{ArrayD, IxDyn, ShapeBuilder, arr1, arr2};
-
-    /// A store with a 1×1 matrix `w` (decayed) and a length-1 vector `b` (not decayed), both 1.0.
-    fn two_param_store() -> ParamStore<f64> {
-        let mut store = ParamStore::new();
-        store.add("w", arr2(&[[1.0]]).into_dyn());
-        store.add("b", arr1(&[1.0]).into_dyn());
-        store
-    }
-
-    fn set_grads(store: &mut ParamStore<f64>, g: f64) {
-        for (_, p) in store.iter_mut() {
-            p.grad.fill(g);
-        }
-    }
-
-    fn scalar(store: &ParamStore<f64>, name: &str) -> f64 {
-        store.value(store.id(name).unwrap()).iter().next().copied().unwrap()
-    }
+    use crate::optim::test_util::{scalar, set_grads, two_param_store};
+    use ndarray::{ArrayD, IxDyn, ShapeBuilder, arr1};
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-12 * b.abs().max(1.0)

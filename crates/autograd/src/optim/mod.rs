@@ -30,6 +30,8 @@ mod clip;
 mod schedule;
 mod sgd;
 #[cfg(test)]
+mod test_util;
+#[cfg(test)]
 mod torch_reference;
 
 pub use adam::{Adam, AdamState, AdamW};
