@@ -42,6 +42,8 @@ pub mod ops;
 pub mod optim;
 mod params;
 mod tape;
+#[cfg(test)]
+mod test_util;
 
 #[cfg(any(test, feature = "gradcheck"))]
 pub mod gradcheck;

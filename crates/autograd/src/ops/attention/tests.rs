@@ -4,18 +4,8 @@
 use ndarray::{Array4, ArrayD, Axis, Ix4, IxDyn, s};
 
 use super::Op;
+use crate::test_util::filled;
 use crate::{Tape, Var};
-
-/// Deterministic values in [-1, 1).
-fn filled(shape: &[usize], seed: u64) -> ArrayD<f64> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    ArrayD::from_shape_fn(IxDyn(shape), |_| {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    })
-}
 
 fn max_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
     assert_eq!(a.shape(), b.shape());

@@ -2,18 +2,8 @@
 
 use ndarray::{Array, Array1, Array2, ArrayD, Axis, Ix2, IxDyn, s};
 
+use crate::test_util::filled;
 use crate::{Float, Tape};
-
-/// Deterministic values in [-1, 1).
-fn filled(shape: &[usize], seed: u64) -> ArrayD<f64> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    ArrayD::from_shape_fn(IxDyn(shape), |_| {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    })
-}
 
 fn close(a: &ArrayD<f64>, b: &ArrayD<f64>) -> bool {
     a.shape() == b.shape() && a.iter().zip(b.iter()).all(|(x, y)| (x - y).abs() < 1e-12)
