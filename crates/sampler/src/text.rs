@@ -48,6 +48,20 @@ impl Detokenize for ByteTable {
     }
 }
 
+/// A pglm tokenizer: each token's bytes; the special tokens (BOS, EOS, PAD) have no text.
+impl Detokenize for pglm_model::tokenizer::Tokenizer {
+    fn eos(&self) -> Option<u32> {
+        pglm_model::tokenizer::Tokenizer::eos(self)
+    }
+    fn push_bytes(&self, id: u32, out: &mut Vec<u8>) {
+        if !self.is_special(id)
+            && let Some(b) = self.token_bytes(id)
+        {
+            out.extend_from_slice(b);
+        }
+    }
+}
+
 /// A set of stop strings, as UTF-8 bytes.
 #[derive(Clone, Debug, Default)]
 pub struct StopStrings {
@@ -145,5 +159,20 @@ mod tests {
         assert_eq!(t.eos(), Some(1));
         NoText::default().push_bytes(0, &mut out);
         assert_eq!(out, b"abc");
+    }
+
+    #[test]
+    fn a_tokenizer_decodes_like_its_own_decode_without_special_tokens() {
+        use pglm_model::tokenizer::{CharTokenizer, Tokenizer};
+        let t = Tokenizer::Char(CharTokenizer::from_corpus("héllo wörld"));
+        let mut ids = t.encode("wörld hé").unwrap();
+        let eos = Detokenize::eos(&t).unwrap();
+        ids.insert(0, t.bos().unwrap());
+        ids.push(eos);
+        let mut out = Vec::new();
+        for &id in &ids {
+            t.push_bytes(id, &mut out);
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), "wörld hé");
     }
 }
