@@ -237,7 +237,7 @@ impl<F: Float> Trainer<F> {
     /// Steps until `run.steps` or the stop condition.
     pub fn run(&mut self) -> Result<RunSummary, TrainError> {
         let mut last = None;
-        while self.step < self.config.run.steps && !self.stop_reached {
+        while !self.is_finished() {
             last = Some(self.step()?);
         }
         Ok(RunSummary {
@@ -246,6 +246,12 @@ impl<F: Float> Trainer<F> {
             last,
             checkpoint: self.last_checkpoint.clone(),
         })
+    }
+
+    /// True once the step budget is spent or the stop condition was met: [`Self::run`] would
+    /// return at once. A caller driving [`Self::step`] itself (to stop on Ctrl-C) loops until this.
+    pub fn is_finished(&self) -> bool {
+        self.step >= self.config.run.steps || self.stop_reached
     }
 
     /// Held-out loss and task score of the current weights (no state changes).
