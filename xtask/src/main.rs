@@ -33,6 +33,7 @@ fn gradcheck(args: &[String]) -> Result<()> {
     }
     let mut all = pglm_autograd::gradcheck::all_cases();
     all.extend(pglm_model::gradcheck::gradcheck_cases());
+    all.extend(pglm_trainer::rl::gradcheck_cases());
     let reports: Vec<_> = all.iter().map(|c| pglm_autograd::gradcheck::run_case(c, cases)).collect();
     print!("{}", pglm_autograd::gradcheck::table(&reports));
     if reports.iter().any(|r| r.failure.is_some()) {

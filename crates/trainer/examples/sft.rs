@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The data directory must hold `sft.jsonl` (training pairs), `test.jsonl` (task accuracy) and
-//! `task.json` (the task's name and settings). Held-out loss uses the last `--holdout` SFT pairs.
+//! `task.json` (the task's name and settings); `--sft-file` picks another SFT file of the directory
+//! (countdown's `sft_format.jsonl`). Held-out loss uses the last `--holdout` SFT pairs.
 //! If the run directory already holds a run, it is resumed.
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use pglm_trainer::{TaskEvalConfig, TrainConfig, Trainer};
 
 struct Args {
     data: PathBuf,
+    sft_file: String,
     out: PathBuf,
     steps: u64,
     layers: usize,
@@ -37,6 +39,7 @@ struct Args {
 fn parse() -> Args {
     let mut a = Args {
         data: PathBuf::from("data/addition"),
+        sft_file: "sft.jsonl".into(),
         out: PathBuf::from("runs/addition"),
         steps: 3000,
         layers: 2,
@@ -58,6 +61,7 @@ fn parse() -> Args {
         let num = |v: &str| v.parse::<f64>().unwrap_or_else(|_| panic!("{flag} needs a number, got {v:?}"));
         match flag {
             "--data" => a.data = value.into(),
+            "--sft-file" => a.sft_file = value.into(),
             "--out" => a.out = value.into(),
             "--steps" => a.steps = num(value) as u64,
             "--layers" => a.layers = num(value) as usize,
@@ -87,7 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let task: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(a.data.join("task.json"))?)?;
         let model = GptConfig::new(0, a.context, a.layers, a.heads, a.width);
-        let mut c = TrainConfig::sft(a.data.join("sft.jsonl"), model, a.context);
+        let mut c = TrainConfig::sft(a.data.join(&a.sft_file), model, a.context);
         c.data.holdout = a.holdout;
         c.data.task = Some(TaskEvalConfig {
             name: task["task"].as_str().ok_or("task.json has no `task`")?.into(),

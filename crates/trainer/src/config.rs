@@ -236,6 +236,63 @@ impl Default for RunConfig {
     }
 }
 
+impl OptimConfig {
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |field: &str, expected: String| Err(TrainError::config(field, expected));
+        let o = self;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return bad("optim.lr", format!("a positive number, got {}", o.lr));
+        }
+        if !(o.min_lr.is_finite() && o.min_lr >= 0.0 && o.min_lr <= o.lr) {
+            return bad("optim.min_lr", format!("between 0 and optim.lr = {}, got {}", o.lr, o.min_lr));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return bad("optim.weight_decay", format!("a non-negative number, got {}", o.weight_decay));
+        }
+        let (b1, b2) = o.betas;
+        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+            return bad("optim.betas", format!("two numbers in [0, 1), got ({b1}, {b2})"));
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return bad("optim.eps", format!("a positive number, got {}", o.eps));
+        }
+        if let Some(c) = o.grad_clip
+            && c.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
+            return bad("optim.grad_clip", format!("a positive number (or absent), got {c}"));
+        }
+
+        Ok(())
+    }
+}
+
+impl RunConfig {
+    /// Checks every field, naming the first bad one; a stop condition may name `stop_metrics`.
+    pub fn validate(&self, stop_metrics: &[&str]) -> Result<(), TrainError> {
+        let bad = |field: &str, expected: String| Err(TrainError::config(field, expected));
+        let r = self;
+        if r.steps == 0 {
+            return bad("run.steps", "at least 1".into());
+        }
+        if r.keep_checkpoints == 0 {
+            return bad("run.keep_checkpoints", "at least 1".into());
+        }
+        if r.max_nonfinite_in_a_row == 0 {
+            return bad("run.max_nonfinite_in_a_row", "at least 1".into());
+        }
+        if let Some(stop) = &r.stop {
+            if !stop_metrics.contains(&stop.metric.as_str()) {
+                return bad("run.stop.metric", format!("one of {stop_metrics:?}, got {:?}", stop.metric));
+            }
+            if !stop.target.is_finite() {
+                return bad("run.stop.target", format!("a finite number, got {}", stop.target));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TrainConfig {
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), TrainError> {
@@ -272,49 +329,10 @@ impl TrainConfig {
             );
         }
 
-        let o = &self.optim;
-        if !(o.lr.is_finite() && o.lr > 0.0) {
-            return bad("optim.lr", format!("a positive number, got {}", o.lr));
-        }
-        if !(o.min_lr.is_finite() && o.min_lr >= 0.0 && o.min_lr <= o.lr) {
-            return bad("optim.min_lr", format!("between 0 and optim.lr = {}, got {}", o.lr, o.min_lr));
-        }
-        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-            return bad("optim.weight_decay", format!("a non-negative number, got {}", o.weight_decay));
-        }
-        let (b1, b2) = o.betas;
-        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
-            return bad("optim.betas", format!("two numbers in [0, 1), got ({b1}, {b2})"));
-        }
-        if !(o.eps.is_finite() && o.eps > 0.0) {
-            return bad("optim.eps", format!("a positive number, got {}", o.eps));
-        }
-        if let Some(c) = o.grad_clip
-            && c.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
-        {
-            return bad("optim.grad_clip", format!("a positive number (or absent), got {c}"));
-        }
-
-        let r = &self.run;
-        if r.steps == 0 {
-            return bad("run.steps", "at least 1".into());
-        }
-        if r.keep_checkpoints == 0 {
-            return bad("run.keep_checkpoints", "at least 1".into());
-        }
-        if r.max_nonfinite_in_a_row == 0 {
-            return bad("run.max_nonfinite_in_a_row", "at least 1".into());
-        }
-        if let Some(stop) = &r.stop {
-            if !STOP_METRICS.contains(&stop.metric.as_str()) {
-                return bad("run.stop.metric", format!("one of {STOP_METRICS:?}, got {:?}", stop.metric));
-            }
-            if !stop.target.is_finite() {
-                return bad("run.stop.target", format!("a finite number, got {}", stop.target));
-            }
-        }
+        self.optim.validate()?;
+        self.run.validate(STOP_METRICS)?;
         let has_eval = self.data.eval.is_some() || self.data.holdout > 0;
-        if has_eval && r.eval_batches == 0 {
+        if has_eval && self.run.eval_batches == 0 {
             return bad("run.eval_batches", "at least 1 when held-out data is given".into());
         }
         if let Some(t) = &self.data.task {

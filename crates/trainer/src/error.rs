@@ -141,11 +141,22 @@ pub enum TrainError {
         path: PathBuf,
     },
     /// The evaluation task could not be built or its data read.
-    #[error("eval task: {0}")]
+    #[error("task: {0}")]
     Task(#[from] pglm_rewards::TaskError),
     /// The task's reward failed on a completion (not a low score: an error of the reward itself).
-    #[error("eval task: {0}")]
+    #[error("reward: {0}")]
     Reward(#[from] pglm_rewards::RewardError),
+    /// Generation failed (bad sampling settings, or a prompt that does not fit the context).
+    #[error("sampling: {0}")]
+    Sampler(#[from] pglm_sampler::SamplerError),
+    /// The starting policy could not be found or read.
+    #[error("{}: {reason}", path.display())]
+    PolicyInit {
+        /// The `policy.init` path.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
     /// The loss or gradient norm was not finite for too many steps in a row.
     #[error(
         "training stopped at step {step}: {in_a_row} steps in a row had a non-finite {what} \

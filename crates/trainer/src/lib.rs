@@ -32,6 +32,7 @@ pub mod eval;
 pub mod guard;
 pub mod metrics;
 pub mod pretrain;
+pub mod rl;
 pub mod run_dir;
 pub mod sft;
 mod trainer;

@@ -54,7 +54,7 @@ pub fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
-/// Appends metric lines to a file.
+/// Appends JSON lines (metrics, tables) to a file.
 pub struct MetricsWriter {
     path: PathBuf,
     file: File,
@@ -69,10 +69,18 @@ impl MetricsWriter {
     }
 
     /// Writes one line (a single `write` call, so a crash never leaves half a line).
-    pub fn write(&mut self, m: &StepMetrics) -> Result<(), TrainError> {
-        let mut line = serde_json::to_string(m).expect("metrics serialize to JSON");
-        line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(|e| TrainError::io(&self.path, e))
+    pub fn write<T: Serialize>(&mut self, m: &T) -> Result<(), TrainError> {
+        self.write_all(std::slice::from_ref(m))
+    }
+
+    /// Writes `rows` as lines in a single `write` call.
+    pub fn write_all<T: Serialize>(&mut self, rows: &[T]) -> Result<(), TrainError> {
+        let mut text = String::new();
+        for r in rows {
+            text.push_str(&serde_json::to_string(r).expect("rows serialize to JSON"));
+            text.push('\n');
+        }
+        self.file.write_all(text.as_bytes()).map_err(|e| TrainError::io(&self.path, e))
     }
 }
 
@@ -92,8 +100,13 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>, TrainError> {
     Ok(out)
 }
 
-/// Drops the lines after `step` (those of steps a resumed run will redo), and any torn last line.
+/// Drops the lines whose `step` field is after `step` (those of steps a resumed run will redo),
+/// and any torn last line. Works for any JSON-lines file keyed by `step`.
 pub fn truncate_after(path: &Path, step: u64) -> Result<(), TrainError> {
+    #[derive(Deserialize)]
+    struct Step {
+        step: u64,
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -102,7 +115,7 @@ pub fn truncate_after(path: &Path, step: u64) -> Result<(), TrainError> {
     let mut kept = String::new();
     for line in text.split_inclusive('\n') {
         let complete = line.ends_with('\n');
-        match serde_json::from_str::<StepMetrics>(line.trim_end()) {
+        match serde_json::from_str::<Step>(line.trim_end()) {
             Ok(m) if complete && m.step <= step => kept.push_str(line),
             _ => break,
         }
