@@ -4,10 +4,12 @@
 //! program `generate.py` (Hugging Face `generate` with its KV cache).
 //!
 //! new tokens/s = batch · 64 / seconds per call (prefill included); median of `--reps` calls
-//! after one warm-up. Also times single decode calls of the model (`forward_cached`) to split
+//! after one warm-up, with the CPU time per call beside it (on a shared machine the wall time also
+//! counts waits for a core). Also times decode calls of the model alone (`forward_cached`) to split
 //! the time between the model and the sampler.
 //!
 //! usage: cargo run --release -p pglm-sampler --example bench_generate -- [--threads 2] [--reps 7]
+//!        [--model-only 1] [--calls 24] [--width 256]
 
 use std::time::Instant;
 
@@ -39,6 +41,18 @@ fn cpu_seconds() -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// CPU nanoseconds used so far by all threads of this process, from each thread's
+/// /proc/self/task/*/schedstat (Linux; nanosecond resolution). On a shared machine, CPU time is
+/// what the work costs; wall time also counts the waits for a core.
+fn cpu_ns() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// Seconds per call of `f`, median of `reps` after one warm-up.
@@ -74,7 +88,12 @@ fn main() {
         "pglm sampler, config M, f32, {threads} threads, prompt {PROMPT}, {NEW} new tokens, median of {reps}"
     );
 
-    for (label, n_prompts, n) in [("batch 1", 1, 1), ("batch 16", 16, 1), ("group 1x16", 1, 16)] {
+    let cases: &[(&str, usize, usize)] = if arg("--model-only", 0) == 1 {
+        &[]
+    } else {
+        &[("batch 1", 1, 1), ("batch 16", 16, 1), ("group 1x16", 1, 16)]
+    };
+    for &(label, n_prompts, n) in cases {
         let mut sampler = Sampler::<f32>::new(&config, n_prompts * n);
         let params = SamplingParams { n, ..params.clone() };
         let mut produced = 0;
@@ -94,9 +113,14 @@ fn main() {
         );
     }
 
-    // The model alone: decode calls of B rows at positions 40..64 (the middle of a run).
+    // The model alone: decode calls of B rows from position 40 on (`--calls`, at most 88).
+    // `--width W` times a model of width W instead (W = 128: the weights fit in L2).
+    let width = arg("--width", 256);
+    let config = GptConfig::new(512, 128, 4, 4, width);
+    let model = Gpt::<f32>::new(config.clone(), 0).expect("config");
+    let flops = 2.0 * (4.0 * 12.0 * (width * width) as f64 + (512 * width) as f64);
     for b in [1usize, 16] {
-        let mut cache = KvCache::<f32>::new(&config, b, PROMPT + NEW);
+        let mut cache = KvCache::<f32>::new(&config, b, 128);
         let mut scratch = InferScratch::new(&config, 256);
         let mut logits = vec![0f32; 256 * config.vocab_size];
         let prefix: Vec<(usize, u32)> = (0..b).flat_map(|s| (0..40).map(move |t| (s, t as u32))).collect();
@@ -104,18 +128,24 @@ fn main() {
             model.forward_cached(&mut cache, &mut scratch, chunk, &mut logits[..chunk.len() * 512]).unwrap();
         }
         let rows: Vec<(usize, u32)> = (0..b).map(|s| (s, 7)).collect();
-        let times: Vec<f64> = (0..24)
+        let calls = arg("--calls", 24).min(128 - 40);
+        let cpu0 = cpu_ns();
+        let times: Vec<f64> = (0..calls)
             .map(|_| {
                 let t = Instant::now();
                 model.forward_cached(&mut cache, &mut scratch, &rows, &mut logits[..b * 512]).unwrap();
                 t.elapsed().as_secs_f64()
             })
             .collect();
+        let cpu = cpu0.zip(cpu_ns()).map_or(f64::NAN, |(a, b)| (b - a) as f64 * 1e-9 / calls as f64);
         let s = median(times);
         println!(
-            "forward_cached, {b:2} rows at positions 40..64: {:.3} ms/call  ({:.0} tokens/s)",
+            "forward_cached, width {width}, {b:2} rows from position 40: {:.3} ms/call  ({:.0} tokens/s, \
+             {:.1} GFLOP/s in the matrix products), CPU {:.3} ms/call",
             s * 1e3,
-            b as f64 / s
+            b as f64 / s,
+            b as f64 * flops / s / 1e9,
+            cpu * 1e3
         );
     }
 }

@@ -1,23 +1,35 @@
 //! pglm-sampler: batched generation on the model's KV cache, with the per-token
 //! log-probabilities that the policy gradient needs.
 //!
+//! Sampling a GRPO group from a saved model (a file written by `Gpt::save`, which carries its
+//! tokenizer; a run directory's `tokenizer.json` serves when it does not):
+//!
 //! ```no_run
-//! use pglm_model::{Gpt, GptConfig};
-//! use pglm_sampler::{ByteTable, Sampler, SamplingParams};
+//! use pglm_model::Gpt;
+//! use pglm_model::tokenizer::Tokenizer;
+//! use pglm_sampler::{Sampler, SamplingParams};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let model = Gpt::<f32>::new(GptConfig::new(256, 128, 4, 4, 256), 0)?; // or a loaded checkpoint
-//! let bytes = ByteTable { pieces: (0..=255u8).map(|b| vec![b]).collect(), eos: Some(0) };
+//! let (model, tokenizer) = Gpt::load("run/model.pglm")?;
+//! let tokenizer = match tokenizer {
+//!     Some(t) => t,
+//!     None => Tokenizer::load_json("run/tokenizer.json")?,
+//! };
+//! let prompt = tokenizer.encode("Q: 2+3=?\nA:")?;
 //!
-//! let params = SamplingParams { n: 8, temperature: 1.0, max_new_tokens: 32, stop: vec!["\n".into()], seed: 7,
-//!     ..SamplingParams::default() };
+//! // 8 completions of the prompt (one shared prefill), up to 16 sequences at once.
+//! let params =
+//!     SamplingParams { n: 8, max_new_tokens: 64, stop: vec!["\n".into()], seed: 7, ..Default::default() };
 //! let mut sampler = Sampler::new(model.config(), 16);
-//! let groups = sampler.generate(&model, &[b"2+3=".map(u32::from)], &params, &bytes)?;
+//! let groups = sampler.generate(&model, &[prompt], &params, &tokenizer)?;
 //! for c in &groups[0] {
-//!     println!("{:?} {:?} {:?}", c.text, c.finish_reason, c.logprobs.iter().sum::<f32>());
+//!     let logprob: f32 = c.logprobs.iter().sum(); // log π(completion | prompt) at temperature 1
+//!     println!("{:?} ({:?}, log-prob {logprob:.2})", c.text, c.finish_reason);
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! Without a tokenizer, [`ByteTable`] gives each token id its bytes, and [`NoText`] skips text.
 //!
 //! # What is computed
 //! - Every step's logits go through: repetition penalty, temperature (0 = greedy), top-k, top-p,

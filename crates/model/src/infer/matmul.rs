@@ -1,0 +1,348 @@
+//! The decode kernels' matrix products: `y = x·W + b` (the blocks' linear layers, W stored
+//! `(in, out)`) and `logits = x·Eᵀ` (the tied head, E = wte stored `(vocab, C)`).
+//!
+//! Batch independence: every output element is one fixed sequence of floating-point operations
+//! that depends only on its own row of `x` and the weights, never on how many rows are computed
+//! together, which rows share a register tile, or which thread runs it. The tiles below differ in
+//! how many elements they compute at once, not in how each element is computed.
+//!
+//! Parallelism splits the *output columns* (the weight matrix's columns), so each of the two cores
+//! streams half of the weights once per step: at batch 1 the product is bound by reading the
+//! weights, and splitting rows would make both cores read all of them. Each task writes its
+//! columns for every row into its own contiguous tile, `[rows][width]`; [`scatter`] then moves the
+//! tiles into row-major order.
+
+use pglm_autograd::Float;
+use rayon::prelude::*;
+
+/// Columns of one register tile of the linear kernel: 32 f32 are four AVX2 registers.
+pub(crate) const COLS: usize = 32;
+
+/// Rows of one register tile: 4 rows x 32 columns = 16 accumulator registers, every weight
+/// vector loaded once serves four rows.
+pub(crate) const ROWS: usize = 4;
+
+/// Multiply-adds below which a product runs on the calling thread (a rayon fan-out costs a few
+/// microseconds; 2^16 multiply-adds take about as long on one core).
+const PAR_WORK: usize = 1 << 16;
+
+/// Rows of `W` packed per pass of [`linear_cols`] (a 32-column panel of 64 rows is 8 KiB of f32,
+/// which stays in L1 while the row groups use it).
+pub(crate) const KB: usize = 64;
+
+/// Output columns per parallel task of a product `n` columns wide: one task per thread, in whole
+/// register tiles, so that each thread reads the longest contiguous runs of each weight row.
+pub(crate) fn task_width(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads()).div_ceil(COLS).max(1) * COLS
+}
+
+/// out[r, :] = bias + x[r, :]·w for the rows of `x` (`k` wide), `w` `(k, n)` row-major.
+/// `tiles` is scratch of at least `rows * n`, `pack` of at least `KB * n`. `epilogue` runs on each
+/// finished tile (all rows of one task's columns) inside its task, e.g. an activation.
+///
+/// Each element: `acc = bias[j]; for i in 0..k { acc = fma(x[r, i], w[i, j], acc) }`.
+pub(crate) fn linear<F: Float>(
+    x: &[F],
+    w: &[F],
+    bias: &[F],
+    (k, n): (usize, usize),
+    (tiles, pack): (&mut [F], &mut [F]),
+    out: &mut [F],
+    epilogue: impl Fn(&mut [F]) + Sync,
+) {
+    let rows = x.len() / k;
+    assert!(
+        w.len() == k * n && bias.len() == n && x.len() == rows * k && out.len() == rows * n,
+        "linear: x {} (k {k}), w {}, bias {}, out {} (n {n})",
+        x.len(),
+        w.len(),
+        bias.len(),
+        out.len()
+    );
+    let width = task_width(n);
+    let tiles = &mut tiles[..rows * n];
+    let pack = &mut pack[..KB * n];
+    let task = |(t, (tile, pack)): (usize, (&mut [F], &mut [F]))| {
+        let j0 = t * width;
+        let wd = width.min(n - j0);
+        linear_cols(x, w, bias, (k, n), (j0, wd), tile, pack);
+        epilogue(tile);
+    };
+    if rows * k * n >= PAR_WORK && rayon::current_num_threads() > 1 {
+        tiles.par_chunks_mut(rows * width).zip(pack.par_chunks_mut(KB * width)).enumerate().for_each(task);
+    } else {
+        tiles.chunks_mut(rows * width).zip(pack.chunks_mut(KB * width)).enumerate().for_each(task);
+    }
+    scatter(tiles, rows, n, width, out);
+}
+
+/// Moves column tiles `[task][rows][width]` (the last task possibly narrower) into row-major
+/// `out` (`rows x n`).
+pub(crate) fn scatter<F: Float>(tiles: &[F], rows: usize, n: usize, width: usize, out: &mut [F]) {
+    if rows == 1 || width >= n {
+        out.copy_from_slice(&tiles[..rows * n]);
+        return;
+    }
+    for (t, tile) in tiles[..rows * n].chunks(rows * width).enumerate() {
+        let (j0, wd) = (t * width, width.min(n - t * width));
+        for (r, src) in tile.chunks(wd).enumerate() {
+            out[r * n + j0..r * n + j0 + wd].copy_from_slice(src);
+        }
+    }
+}
+
+/// Columns `j0..j0 + wd` of every row, into `tile` (`[rows][wd]`).
+///
+/// Rows come in groups of [`ROWS`] that share register tiles; the weights they need are first
+/// copied, [`KB`] rows of `W` at a time, into `pack` as contiguous `KB x COLS` panels. Reading `W`
+/// row by row (long contiguous runs) keeps the hardware prefetcher streaming; walking a 32-column
+/// strip down `W` instead would touch a new 4 KiB page for every 128 bytes. Every element is still
+/// `bias` then one fma per `i` in order: the passes over `i` blocks only park the accumulators in
+/// `tile` between blocks.
+fn linear_cols<F: Float>(
+    x: &[F],
+    w: &[F],
+    bias: &[F],
+    (k, n): (usize, usize),
+    (j0, wd): (usize, usize),
+    tile: &mut [F],
+    pack: &mut [F],
+) {
+    let rows = x.len() / k;
+    let grouped = rows / ROWS * ROWS;
+    let full = wd / COLS * COLS;
+    for r in 0..rows {
+        tile[r * wd..(r + 1) * wd].copy_from_slice(&bias[j0..j0 + wd]);
+    }
+    for ib in (0..k).step_by(KB) {
+        let kb = KB.min(k - ib);
+        if grouped > 0 {
+            // pack[(jt * kb + i) * COLS + c] = w[ib + i, j0 + jt * COLS + c]
+            for i in 0..kb {
+                let src = &w[(ib + i) * n + j0..(ib + i) * n + j0 + full];
+                for (jt, s) in src.chunks_exact(COLS).enumerate() {
+                    pack[(jt * kb + i) * COLS..(jt * kb + i + 1) * COLS].copy_from_slice(s);
+                }
+            }
+            for jt in 0..full / COLS {
+                let panel = &pack[jt * kb * COLS..(jt + 1) * kb * COLS];
+                for r in (0..grouped).step_by(ROWS) {
+                    tile_4x32(&x[r * k + ib..], k, panel, kb, &mut tile[r * wd + jt * COLS..], wd);
+                }
+            }
+        }
+        // Rows outside the groups (all of them at batch 1), and columns past the last full tile.
+        for r in 0..rows {
+            let cols = if r < grouped { full..wd } else { 0..wd };
+            if cols.is_empty() {
+                continue;
+            }
+            let xr = &x[r * k + ib..r * k + ib + kb];
+            let out = &mut tile[r * wd + cols.start..r * wd + cols.end];
+            for (i, &xi) in xr.iter().enumerate() {
+                let wr = &w[(ib + i) * n + j0 + cols.start..(ib + i) * n + j0 + cols.end];
+                for (o, &wv) in out.iter_mut().zip(wr) {
+                    *o = xi.mul_add(wv, *o);
+                }
+            }
+        }
+    }
+}
+
+/// Four rows x [`COLS`] columns over one packed panel (`kb` rows of `W`): the accumulators are
+/// loaded from `out` (row stride `ld`), kept in 16 registers for the whole panel, and stored back.
+/// Row `g` of `x` starts at `x[g * k]`.
+#[inline(always)]
+fn tile_4x32<F: Float>(x: &[F], k: usize, panel: &[F], kb: usize, out: &mut [F], ld: usize) {
+    let mut acc = [[F::zero(); COLS]; ROWS];
+    for (g, a) in acc.iter_mut().enumerate() {
+        a.copy_from_slice(&out[g * ld..g * ld + COLS]);
+    }
+    let (x0, x1, x2, x3) = (&x[..kb], &x[k..k + kb], &x[2 * k..2 * k + kb], &x[3 * k..3 * k + kb]);
+    for (i, wr) in panel.chunks_exact(COLS).enumerate().take(kb) {
+        let wr: &[F; COLS] = wr.try_into().expect("panel row");
+        let xs = [x0[i], x1[i], x2[i], x3[i]];
+        for (a, &xi) in acc.iter_mut().zip(&xs) {
+            for c in 0..COLS {
+                a[c] = xi.mul_add(wr[c], a[c]);
+            }
+        }
+    }
+    for (g, a) in acc.iter().enumerate() {
+        out[g * ld..g * ld + COLS].copy_from_slice(a);
+    }
+}
+
+/// Lanes of the dot products of [`tied_head`] (one AVX2 register of f32).
+const LANES: usize = 8;
+
+/// logits[r, v] = x[r, :] · e[v, :] (the tied LM head; `e` is `(vocab, c)` row-major).
+/// `tiles` is scratch of at least `rows * vocab`.
+///
+/// Each element: lane `l` sums `fma(x[i], e[v, i], acc_l)` over `i ≡ l (mod 8)` in order, the
+/// lanes are combined as a vector reduction would (`l` with `l + 4`, then with `l + 2`, then `l + 1`), then the `c mod 8` tail terms are added in order.
+pub(crate) fn tied_head<F: Float>(x: &[F], e: &[F], c: usize, tiles: &mut [F], logits: &mut [F]) {
+    let vocab = e.len() / c;
+    let rows = x.len() / c;
+    assert!(
+        e.len() == vocab * c && x.len() == rows * c && logits.len() == rows * vocab,
+        "tied_head: x {}, wte {}, logits {} (C {c})",
+        x.len(),
+        e.len(),
+        logits.len()
+    );
+    let width = task_width(vocab);
+    let tiles = &mut tiles[..rows * vocab];
+    let task = |(t, tile): (usize, &mut [F])| {
+        let v0 = t * width;
+        head_cols(x, e, c, v0, width.min(vocab - v0), tile)
+    };
+    if rows * vocab * c >= PAR_WORK && rayon::current_num_threads() > 1 {
+        tiles.par_chunks_mut(rows * width).enumerate().for_each(task);
+    } else {
+        tiles.chunks_mut(rows * width).enumerate().for_each(task);
+    }
+    scatter(tiles, rows, vocab, width, logits);
+}
+
+/// Vocabulary entries `v0..v0 + wd` of every row into `tile` (`[rows][wd]`), four rows x four
+/// entries per register tile (16 lane accumulators).
+fn head_cols<F: Float>(x: &[F], e: &[F], c: usize, v0: usize, wd: usize, tile: &mut [F]) {
+    let rows = x.len() / c;
+    let mut r = 0;
+    while r + 4 <= rows {
+        let mut v = 0;
+        while v + 4 <= wd {
+            let d = dots::<F, 4, 4>(&x[r * c..], &e[(v0 + v) * c..], c);
+            for (g, dg) in d.iter().enumerate() {
+                tile[(r + g) * wd + v..(r + g) * wd + v + 4].copy_from_slice(dg);
+            }
+            v += 4;
+        }
+        for v in v..wd {
+            let d = dots::<F, 4, 1>(&x[r * c..], &e[(v0 + v) * c..], c);
+            for (g, dg) in d.iter().enumerate() {
+                tile[(r + g) * wd + v] = dg[0];
+            }
+        }
+        r += 4;
+    }
+    for r in r..rows {
+        let mut v = 0;
+        while v + 4 <= wd {
+            let d = dots::<F, 1, 4>(&x[r * c..], &e[(v0 + v) * c..], c);
+            tile[r * wd + v..r * wd + v + 4].copy_from_slice(&d[0]);
+            v += 4;
+        }
+        for v in v..wd {
+            tile[r * wd + v] = dots::<F, 1, 1>(&x[r * c..], &e[(v0 + v) * c..], c)[0][0];
+        }
+    }
+}
+
+/// The `R x V` dot products of rows `a[g*c..]` (g < R) with rows `b[u*c..]` (u < V), each in the
+/// fixed lane order documented at [`tied_head`]. Also the attention scores' kernel (q · k_p).
+#[inline(always)]
+pub(crate) fn dots<F: Float, const R: usize, const V: usize>(a: &[F], b: &[F], c: usize) -> [[F; V]; R] {
+    let mut acc = [[[F::zero(); LANES]; V]; R];
+    let body = c / LANES * LANES;
+    for i0 in (0..body).step_by(LANES) {
+        for (g, ag) in acc.iter_mut().enumerate() {
+            let xa: &[F; LANES] = a[g * c + i0..g * c + i0 + LANES].try_into().expect("lane block");
+            for (u, au) in ag.iter_mut().enumerate() {
+                let xb: &[F; LANES] = b[u * c + i0..u * c + i0 + LANES].try_into().expect("lane block");
+                for l in 0..LANES {
+                    au[l] = xa[l].mul_add(xb[l], au[l]);
+                }
+            }
+        }
+    }
+    let mut out = [[F::zero(); V]; R];
+    for g in 0..R {
+        for u in 0..V {
+            let l = &acc[g][u];
+            // A vector reduction's order: halves, then halves again.
+            let mut s = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+            for i in body..c {
+                s = a[g * c + i].mul_add(b[u * c + i], s);
+            }
+            out[g][u] = s;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn run_linear(x: &[f32], w: &[f32], b: &[f32], k: usize, n: usize) -> Vec<f32> {
+        let rows = x.len() / k;
+        let mut out = vec![0.0; rows * n];
+        let (mut tiles, mut pack) = (vec![0.0; rows * n], vec![0.0; KB * n]);
+        linear(x, w, b, (k, n), (&mut tiles, &mut pack), &mut out, |_| {});
+        out
+    }
+
+    #[test]
+    fn infer_linear_matches_f64_and_each_row_is_the_same_bits_alone() {
+        for (k, n) in [(48, 144), (64, 32), (37, 100), (256, 768), (150, 64)] {
+            let rows = 11;
+            let (x, w, b) = (filled(rows * k, 1), filled(k * n, 2), filled(n, 3));
+            let all = run_linear(&x, &w, &b, k, n);
+            for r in 0..rows {
+                let alone = run_linear(&x[r * k..(r + 1) * k], &w, &b, k, n);
+                assert_eq!(&all[r * n..(r + 1) * n], &alone[..], "k {k} n {n} row {r}: bits differ");
+                for j in 0..n {
+                    let exact: f64 =
+                        b[j] as f64 + (0..k).map(|i| x[r * k + i] as f64 * w[i * n + j] as f64).sum::<f64>();
+                    assert!((all[r * n + j] as f64 - exact).abs() < 1e-4, "k {k} n {n} ({r}, {j})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn infer_linear_does_not_depend_on_the_thread_count() {
+        let (k, n, rows) = (256, 1024, 16);
+        let (x, w, b) = (filled(rows * k, 4), filled(k * n, 5), filled(n, 6));
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        assert_eq!(
+            one.install(|| run_linear(&x, &w, &b, k, n)),
+            three.install(|| run_linear(&x, &w, &b, k, n))
+        );
+    }
+
+    #[test]
+    fn infer_tied_head_matches_f64_and_each_row_is_the_same_bits_alone() {
+        for (c, vocab) in [(48, 13), (256, 512), (20, 7)] {
+            let rows = 9;
+            let (x, e) = (filled(rows * c, 7), filled(vocab * c, 8));
+            let head = |x: &[f32]| {
+                let r = x.len() / c;
+                let (mut out, mut tiles) = (vec![0.0; r * vocab], vec![0.0; r * vocab]);
+                tied_head(x, &e, c, &mut tiles, &mut out);
+                out
+            };
+            let all = head(&x);
+            for r in 0..rows {
+                assert_eq!(&all[r * vocab..(r + 1) * vocab], &head(&x[r * c..(r + 1) * c])[..]);
+                for v in 0..vocab {
+                    let exact: f64 = (0..c).map(|i| x[r * c + i] as f64 * e[v * c + i] as f64).sum();
+                    assert!((all[r * vocab + v] as f64 - exact).abs() < 1e-4);
+                }
+            }
+        }
+    }
+}
