@@ -6,8 +6,9 @@ set -euo pipefail
 out=${1:-runs/results}
 which=${2:-all}
 mkdir -p "$out"
-cargo build --release -q -p xtask -p pglm-trainer --example sft --example rl
-bin=${CARGO_TARGET_DIR:-target}/release
+root=$(cd "$(dirname "$0")/.." && pwd)
+cargo build --release -q --manifest-path "$root/Cargo.toml" -p xtask -p pglm-trainer --example sft --example rl
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 seeds="1 2 3"
 
 accuracy() { # the eval_accuracy values of a run, first and last

@@ -42,6 +42,8 @@ pub enum Command {
 pub enum ConfigKind {
     /// Pretraining and SFT (`pglm pretrain`, `pglm sft`).
     Train,
+    /// Policy-gradient RL (`pglm rl`).
+    Rl,
 }
 
 pub fn run(cmd: &Command) -> Result<()> {
@@ -50,6 +52,11 @@ pub fn run(cmd: &Command) -> Result<()> {
             let text = match kind {
                 ConfigKind::Train => {
                     let c: pglm_trainer::TrainConfig = load(config, &[])?;
+                    c.validate()?;
+                    to_toml(&c)?
+                }
+                ConfigKind::Rl => {
+                    let c: pglm_trainer::rl::RlConfig = load(config, &[])?;
                     c.validate()?;
                     to_toml(&c)?
                 }

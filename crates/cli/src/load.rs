@@ -2,13 +2,14 @@
 //! directory (its latest checkpoint), a training checkpoint file, or a model file
 //! (`pglm import-hf` output, `Gpt::save`).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use pglm_model::tokenizer::Tokenizer;
 use pglm_model::{Gpt, MODEL_KIND};
-use pglm_trainer::checkpoint::{KIND as TRAIN_STATE_KIND, TrainState};
+use pglm_trainer::checkpoint::{KIND as TRAIN_STATE_KIND, StateMeta, read_state};
+use pglm_trainer::rl::policy::build;
+use pglm_trainer::rl::state::{RL_KIND, RlMeta};
 use pglm_trainer::run_dir::RunDir;
 
 /// A model ready to use, and where it came from.
@@ -21,24 +22,6 @@ pub struct Loaded {
     pub run_dir: Option<PathBuf>,
     /// The checkpoint or model file read.
     pub file: PathBuf,
-}
-
-/// The `kind` field of a pglm checkpoint container's header (see `pglm_model::checkpoint`).
-fn container_kind(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut head = [0u8; 24];
-    f.read_exact(&mut head)
-        .with_context(|| format!("{}: too short to be a pglm checkpoint", path.display()))?;
-    if &head[..8] != b"PGLMCKPT" {
-        bail!("{}: not a pglm checkpoint or model file (bad magic bytes)", path.display());
-    }
-    let len = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes")) as usize;
-    if !(1..=64).contains(&len) {
-        bail!("{}: corrupt checkpoint header (kind length {len})", path.display());
-    }
-    let mut kind = vec![0u8; len];
-    f.read_exact(&mut kind).with_context(|| format!("{}: truncated checkpoint header", path.display()))?;
-    Ok(String::from_utf8_lossy(&kind).into_owned())
 }
 
 /// Loads a model from a run directory, a checkpoint file or a model file. `tokenizer` overrides
@@ -65,12 +48,15 @@ pub fn load_model(path: &Path, tokenizer: Option<&Path>) -> Result<Loaded> {
         let run = path.parent().and_then(Path::parent).filter(|r| r.join("tokenizer.json").exists());
         (path.to_path_buf(), run.map(Path::to_path_buf))
     };
-    let kind = container_kind(&file)?;
+    let kind = pglm_model::checkpoint::read_info(&file)?.kind;
     let (model, saved_tokenizer) = if kind == MODEL_KIND {
         Gpt::<f32>::load(&file)?
     } else if kind == TRAIN_STATE_KIND {
-        let state: TrainState<f32> = pglm_model::checkpoint::load(&file, TRAIN_STATE_KIND)?;
-        (model_from_params(state.meta.model, state.params, &file)?, None)
+        let state = read_state::<f32, StateMeta>(&file, TRAIN_STATE_KIND)?;
+        (build(state.meta.model, 0, state.params, &file)?, None)
+    } else if kind == RL_KIND {
+        let state = read_state::<f32, RlMeta>(&file, RL_KIND)?;
+        (build(state.meta.model, 0, state.params, &file)?, None)
     } else {
         bail!("{}: a pglm file of kind `{kind}`, not a model or a training checkpoint", file.display());
     };
@@ -88,29 +74,4 @@ pub fn load_model(path: &Path, tokenizer: Option<&Path>) -> Result<Loaded> {
         );
     }
     Ok(Loaded { model, tokenizer, run_dir, file })
-}
-
-/// A model of `config` with the checkpoint's tensors (names and shapes checked).
-pub fn model_from_params(
-    config: pglm_model::GptConfig,
-    params: Vec<(String, ndarray::ArrayD<f32>)>,
-    file: &Path,
-) -> Result<Gpt<f32>> {
-    let mut model = Gpt::<f32>::new(config, 0)?;
-    if params.len() != model.params.len() {
-        bail!("{}: {} tensors, the model has {}", file.display(), params.len(), model.params.len());
-    }
-    for ((_, p), (name, value)) in model.params.iter_mut().zip(params) {
-        if p.name != name || p.value().shape() != value.shape() {
-            bail!(
-                "{}: tensor `{name}` {:?} does not fit parameter `{}` {:?}",
-                file.display(),
-                value.shape(),
-                p.name,
-                p.value().shape()
-            );
-        }
-        *p.value_mut() = value;
-    }
-    Ok(model)
 }

@@ -14,6 +14,7 @@ mod load;
 mod plot;
 mod progress;
 mod quickstart;
+mod rl;
 mod sample;
 mod suggest;
 mod tokenizer;
@@ -47,6 +48,8 @@ enum Command {
     Pretrain(train::Args),
     /// Supervised fine-tuning on prompt/completion pairs.
     Sft(train::Args),
+    /// Improve a model with policy-gradient RL (REINFORCE, RLOO, GRPO, PPO, ...) against a task's reward.
+    Rl(rl::Args),
     /// Generate completions from a model: interactively, or for a file of prompts.
     Sample(sample::Args),
     /// Accuracy, mean reward and pass@k of a model on a task's test set.
@@ -71,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<drive::Exit> {
         Command::Tokenizer(c) => tokenizer::run(&c, &out).map(|_| drive::Exit::Done),
         Command::Pretrain(a) => train::run(train::Kind::Pretrain, &a, &out),
         Command::Sft(a) => train::run(train::Kind::Sft, &a, &out),
+        Command::Rl(a) => rl::run(&a, &out),
         Command::Sample(a) => sample::run(&a, &out).map(|_| drive::Exit::Done),
         Command::Eval(a) => eval::run(&a, &out).map(|_| drive::Exit::Done),
         Command::ImportHf(a) => hf::import(&a, &out).map(|_| drive::Exit::Done),

@@ -1,6 +1,6 @@
 //! `pglm quickstart`: the whole pipeline on the addition task, with an embedded configuration and
-//! no downloads. A sequence of phases, each a function: data, SFT, evaluation, [RL, evaluation],
-//! plots, and a before/after table. Running it again in the same `--out` resumes an interrupted
+//! no downloads. A sequence of phases, each a function: data, SFT, evaluation, RL (GRPO),
+//! evaluation, plots, and a before/after table. Running it again in the same `--out` resumes an interrupted
 //! phase and reuses finished ones.
 
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use pglm_rewards::dataset::DataSpec;
+use pglm_trainer::rl::{RlConfig, RlTrainer};
 use pglm_trainer::{TrainConfig, Trainer};
 use serde_json::json;
 
@@ -19,6 +20,8 @@ use crate::progress::{Output, fmt_num};
 
 /// The embedded SFT configuration (data paths are filled in below).
 const SFT_CONFIG: &str = include_str!("quickstart_sft.toml");
+/// The embedded RL configuration (paths are filled in below).
+const RL_CONFIG: &str = include_str!("quickstart_rl.toml");
 
 /// Arguments of `pglm quickstart`.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,6 +54,9 @@ impl Plan {
     }
     fn sft_dir(&self) -> PathBuf {
         self.out.join("sft")
+    }
+    fn rl_dir(&self) -> PathBuf {
+        self.out.join("rl")
     }
     fn plots_dir(&self) -> PathBuf {
         self.out.join("plots")
@@ -107,6 +113,44 @@ fn phase_sft(p: &Plan, out: &Output) -> Result<Exit> {
     Ok(driven.exit)
 }
 
+/// The RL config: the embedded one, starting from the SFT run, on the generated prompts.
+fn rl_config(p: &Plan) -> Result<RlConfig> {
+    let mut table: toml::Table = toml::from_str(RL_CONFIG).context("the embedded quickstart RL config")?;
+    let path = |f: &Path| toml::Value::from(f.to_string_lossy().into_owned());
+    let policy = table["policy"].as_table_mut().expect("a [policy] table");
+    policy.insert("init".into(), path(&p.sft_dir()));
+    let task = table["task"].as_table_mut().expect("a [task] table");
+    task.insert("train".into(), path(&p.data_dir().join("train.jsonl")));
+    task.insert("test".into(), path(&p.data_dir().join("test.jsonl")));
+    task.insert("eval_examples".into(), toml::Value::from(p.eval_prompts as i64));
+    if p.quick {
+        let run = table["run"].as_table_mut().expect("a [run] table");
+        run.insert("steps".into(), toml::Value::from(4));
+        run.insert("eval_every".into(), toml::Value::from(2));
+        run.insert("checkpoint_every".into(), toml::Value::from(2));
+        let rollout = table["rollout"].as_table_mut().expect("a [rollout] table");
+        rollout.insert("prompts_per_step".into(), toml::Value::from(4));
+        rollout.insert("group_size".into(), toml::Value::from(4));
+    }
+    let config: RlConfig = toml::Value::Table(table).try_into().context("the embedded quickstart RL config")?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Phase 4: GRPO from the SFT model (resumed if a previous quickstart was interrupted).
+fn phase_rl(p: &Plan, out: &Output) -> Result<Exit> {
+    let dir = p.rl_dir();
+    let mut trainer = if dir.join("config.json").exists() {
+        RlTrainer::<f32>::resume(&dir).with_context(|| format!("cannot resume {}", dir.display()))?
+    } else {
+        let config = rl_config(p)?;
+        out.note(format!("[4] RL (GRPO): {} steps -> {}", config.run.steps, dir.display()));
+        crate::rl::start(config, &dir, out)?
+    };
+    let driven = drive::drive(&mut trainer, "rl", out)?;
+    Ok(driven.exit)
+}
+
 /// Phase 3 (and 5): greedy accuracy, mean reward and pass@k on the test set.
 fn phase_eval(p: &Plan, label: &str, model: &Path, out: &Output) -> Result<EvalReport> {
     out.note(format!("[eval] {label}: {} test prompts, pass@{}", p.eval_prompts, p.k));
@@ -156,9 +200,13 @@ pub fn run(args: &Args, out: &Output) -> Result<Exit> {
         return Ok(Exit::Interrupted);
     }
     let after_sft = phase_eval(&p, "after SFT", &p.sft_dir(), out)?;
-    // RL with GRPO, then "evaluate again", go here (phases 4 and 5).
-    let rows: Vec<(&str, &EvalReport)> = vec![("after SFT", &after_sft)];
-    let runs = vec![p.sft_dir()];
+    if phase_rl(&p, out)? == Exit::Interrupted {
+        out.note(format!("run `pglm quickstart --out {}` again to continue", p.out.display()));
+        return Ok(Exit::Interrupted);
+    }
+    let after_rl = phase_eval(&p, "after RL", &p.rl_dir(), out)?;
+    let rows: Vec<(&str, &EvalReport)> = vec![("after SFT", &after_sft), ("after RL", &after_rl)];
+    let runs = vec![p.sft_dir(), p.rl_dir()];
     let plots = phase_plots(&p, &runs, out)?;
 
     let seconds = started.elapsed().as_secs_f64();
@@ -178,9 +226,10 @@ pub fn run(args: &Args, out: &Output) -> Result<Exit> {
         println!("\nfiles ({:.0} s):", seconds);
         println!("  data     {}", p.data_dir().display());
         println!("  SFT run  {}  (metrics.jsonl, checkpoints/, eval.json)", p.sft_dir().display());
+        println!("  RL run   {}  (metrics.jsonl, completions.jsonl, eval.json)", p.rl_dir().display());
         println!("  plots    {}", p.plots_dir().display());
         println!("  summary  {}", summary_path.display());
-        println!("\ntry: pglm sample --model {} --prompt \"12+34=\" -t 0", p.sft_dir().display());
+        println!("\ntry: pglm sample --model {} --prompt \"12+34=\" -t 0", p.rl_dir().display());
     }
     Ok(Exit::Done)
 }

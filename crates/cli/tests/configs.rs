@@ -14,6 +14,7 @@ fn every_example_config_trains() {
     let d = dir.path();
     std::fs::create_dir_all(d.join("configs")).unwrap();
     let mut seen = 0;
+    let mut rl = Vec::new();
     for entry in std::fs::read_dir(repo.join("configs")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_str().unwrap().to_string();
@@ -31,7 +32,8 @@ fn every_example_config_trains() {
             let args = ["pretrain", "--config", &config, "--run", &run, "--set", "data.train=corpus.txt"];
             ok(d, &[&args[..], &one_step].concat());
         } else if name.starts_with("rl-") {
-            continue; // RL configs: run by the `pglm rl` tests
+            rl.push((name, config)); // after the SFT runs they start from
+            continue;
         } else {
             panic!(
                 "configs/{name}.toml: name it sft-<task>, pretrain-<what> or rl-<task> so that this test runs it"
@@ -39,5 +41,12 @@ fn every_example_config_trains() {
         }
         seen += 1;
     }
-    assert!(seen >= 8, "{seen} configs");
+    // RL configs start from `runs/sft-<task>`, which the loop above trained for a step.
+    for (name, config) in rl {
+        let run = format!("runs/{name}");
+        let args = ["rl", "--config", &config, "--run", &run, "--set", "task.eval_examples=4"];
+        ok(d, &[&args[..], &["--set", "run.steps=1", "--quiet"][..]].concat());
+        seen += 1;
+    }
+    assert!(seen >= 11, "{seen} configs");
 }

@@ -87,6 +87,19 @@ impl RunDir {
         write_atomically(&self.latest_path(), text.as_bytes())
     }
 
+    /// Makes a just-written checkpoint the one `latest` names, then prunes to `keep`.
+    pub fn publish(&self, checkpoint: &Path, keep: usize) -> Result<(), TrainError> {
+        self.set_latest(checkpoint)?;
+        self.prune(keep)
+    }
+
+    /// Reads the run's `config.json` as a `T` (a trainer's config).
+    pub fn read_config<T: serde::de::DeserializeOwned>(&self) -> Result<T, TrainError> {
+        let path = self.config_path();
+        let text = fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| TrainError::Json { path, message: e.to_string() })
+    }
+
     /// Deletes all but the newest `keep` checkpoints (never the one `latest` names) and any temp
     /// file a killed writer left behind.
     pub fn prune(&self, keep: usize) -> Result<(), TrainError> {

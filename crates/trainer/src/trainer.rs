@@ -92,10 +92,7 @@ impl<F: Float> Trainer<F> {
     /// checkpoint's step are dropped (the resumed run writes them again).
     pub fn resume(run_dir: impl Into<PathBuf>) -> Result<Self, TrainError> {
         let run = RunDir::new(run_dir);
-        let config_path = run.config_path();
-        let text = std::fs::read_to_string(&config_path).map_err(|e| TrainError::io(&config_path, e))?;
-        let config: TrainConfig = serde_json::from_str(&text)
-            .map_err(|e| TrainError::Json { path: config_path.clone(), message: e.to_string() })?;
+        let config: TrainConfig = run.read_config()?;
         config.validate()?;
         let tokenizer = Tokenizer::load_json(run.tokenizer_path())?;
         let ckpt = run.latest()?.ok_or_else(|| TrainError::NoCheckpoint { path: run.root().into() })?;
@@ -291,8 +288,7 @@ impl<F: Float> Trainer<F> {
             elapsed_s: self.elapsed_s(),
         };
         save_state(&path, &meta, &self.model.params, self.opt.state())?;
-        self.run.set_latest(&path)?;
-        self.run.prune(self.config.run.keep_checkpoints)?;
+        self.run.publish(&path, self.config.run.keep_checkpoints)?;
         self.last_checkpoint = Some(path.clone());
         Ok(path)
     }

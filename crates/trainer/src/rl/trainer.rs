@@ -89,10 +89,7 @@ impl<F: Float> RlTrainer<F> {
     /// Continues the RL run in `run_dir` from its latest checkpoint, exactly.
     pub fn resume(run_dir: impl Into<PathBuf>) -> Result<Self, TrainError> {
         let run = RunDir::new(run_dir);
-        let config_path = run.config_path();
-        let text = std::fs::read_to_string(&config_path).map_err(|e| TrainError::io(&config_path, e))?;
-        let config: RlConfig = serde_json::from_str(&text)
-            .map_err(|e| TrainError::Json { path: config_path.clone(), message: e.to_string() })?;
+        let config: RlConfig = run.read_config()?;
         config.validate()?;
         let tokenizer = Tokenizer::load_json(run.tokenizer_path())?;
         let ckpt = run.latest()?.ok_or_else(|| TrainError::NoCheckpoint { path: run.root().into() })?;
@@ -300,8 +297,7 @@ impl<F: Float> RlTrainer<F> {
             elapsed_s: self.elapsed_s(),
         };
         write_state(&path, RL_KIND, &meta, &self.policy.params, self.opt.state())?;
-        self.run.set_latest(&path)?;
-        self.run.prune(self.config.run.keep_checkpoints)?;
+        self.run.publish(&path, self.config.run.keep_checkpoints)?;
         self.last_checkpoint = Some(path.clone());
         Ok(path)
     }
