@@ -1,5 +1,7 @@
-//! `cargo xtask bench [--filter TEXT] [--threads N] [--budget-ms MS]`: throughput of the tensor ops
-//! in f32 at the model's shapes, median of repeated runs.
+//! `cargo xtask bench [--filter TEXT] [--threads N] [--budget-ms MS] [--peak-mem]`: throughput of the
+//! tensor ops in f32 at the model's shapes, median of repeated runs. `--peak-mem` also prints the
+//! process's peak resident memory; only the benchmarks the filter selects allocate anything, so
+//! `--filter "train step M" --peak-mem` gives the peak of config M's training step.
 //!
 //! GEMM-based ops report GFLOP/s (2mnk per product; backward counts its two products); attention
 //! counts every product it computes (the causal upper triangle included); memory-bound ops report
@@ -23,11 +25,15 @@ enum Work {
     },
 }
 
-/// A named benchmark: `run` does one complete measured step.
+/// One complete measured step of a benchmark.
+type Run = Box<dyn FnMut()>;
+
+/// A named benchmark: `make` allocates its inputs and returns the step, so the benchmarks that
+/// the filter skips allocate nothing (and the process's peak memory is that of the ones run).
 struct Bench {
     name: String,
     work: Work,
-    run: Box<dyn FnMut()>,
+    make: Box<dyn FnOnce() -> Run>,
 }
 
 /// The model's attention configurations: (name, B, H, T, D).
@@ -67,26 +73,25 @@ fn tape_bench(
     backward: bool,
     op: impl Fn(&mut Tape<f32>, &[Var]) -> Var + 'static,
 ) -> Bench {
-    let st = store(shapes);
-    let run = move || {
-        let mut tape = if backward { Tape::new() } else { Tape::no_grad() };
-        let xs = bind(&mut tape, &st);
-        let y = op(&mut tape, &xs);
-        if backward {
-            let seed = ArrayD::from_elem(tape.shape(y), 1.0f32);
-            std::hint::black_box(tape.backward_with(y, seed));
-        }
-        std::hint::black_box(tape.value(y));
+    let shapes: Vec<Vec<usize>> = shapes.iter().map(|s| s.to_vec()).collect();
+    let make = move || -> Run {
+        let st = store(&shapes.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        Box::new(move || {
+            let mut tape = if backward { Tape::new() } else { Tape::no_grad() };
+            let xs = bind(&mut tape, &st);
+            let y = op(&mut tape, &xs);
+            if backward {
+                let seed = ArrayD::from_elem(tape.shape(y), 1.0f32);
+                std::hint::black_box(tape.backward_with(y, seed));
+            }
+            std::hint::black_box(tape.value(y));
+        })
     };
-    Bench { name, work, run: Box::new(run) }
+    Bench { name, work, make: Box::new(make) }
 }
 
 /// The raw GEMM kernel on one `(m, k)·(k, n)` product, operands optionally stored transposed.
 fn gemm_bench(m: usize, k: usize, n: usize, ta: bool, tb: bool) -> Bench {
-    let a = filled(&if ta { [k, m] } else { [m, k] }, 1).into_dimensionality().unwrap();
-    let b = filled(&if tb { [n, k] } else { [k, n] }, 2).into_dimensionality().unwrap();
-    let mut c = Array2::<f32>::zeros((m, n));
-    let (a, b): (Array2<f32>, Array2<f32>) = (a, b);
     let name = format!(
         "gemm {m}x{k}·{k}x{n}{}",
         if ta {
@@ -97,11 +102,17 @@ fn gemm_bench(m: usize, k: usize, n: usize, ta: bool, tb: bool) -> Bench {
             ""
         }
     );
-    let run = move || {
-        let (av, bv) = (if ta { a.t() } else { a.view() }, if tb { b.t() } else { b.view() });
-        gemm(1.0, av, bv, 0.0, c.view_mut());
+    let make = move || -> Run {
+        let a = filled(&if ta { [k, m] } else { [m, k] }, 1).into_dimensionality().unwrap();
+        let b = filled(&if tb { [n, k] } else { [k, n] }, 2).into_dimensionality().unwrap();
+        let mut c = Array2::<f32>::zeros((m, n));
+        let (a, b): (Array2<f32>, Array2<f32>) = (a, b);
+        Box::new(move || {
+            let (av, bv) = (if ta { a.t() } else { a.view() }, if tb { b.t() } else { b.view() });
+            gemm(1.0, av, bv, 0.0, c.view_mut());
+        })
     };
-    Bench { name, work: Work::Flops(2.0 * (m * n * k) as f64), run: Box::new(run) }
+    Bench { name, work: Work::Flops(2.0 * (m * n * k) as f64), make: Box::new(make) }
 }
 
 fn all_benches() -> Vec<Bench> {
@@ -186,31 +197,33 @@ fn train_benches() -> Vec<Bench> {
             let t = cfg.context_length;
             let tokens = (batch * t) as f64;
             let flops = tokens * cfg.train_flops_per_token(t);
-            let mut model = Gpt::<f32>::new(cfg.clone(), 1).expect("valid config");
-            let mut s = 7u64;
-            let mut next = move || {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 33) % cfg.vocab_size as u64) as u32
-            };
-            let ids: Vec<u32> = (0..batch * (t + 1)).map(|_| next()).collect();
-            let seqs = ndarray::Array2::from_shape_vec((batch, t + 1), ids).expect("shape");
-            let x = seqs.slice(ndarray::s![.., ..t]).to_owned().into_dyn();
-            let y = seqs.slice(ndarray::s![.., 1..]).to_owned().into_dyn();
-            // nanoGPT's setup, as the peer script: AdamW lr 3e-4, betas (0.9, 0.95), decay 0.1 on matrices.
-            let mut opt = AdamW::new(3e-4).with_betas(0.9, 0.95).with_weight_decay(0.1);
-            let mut tape = Tape::new();
-            let run = move || {
-                tape.clear();
-                model.params.zero_grad();
-                let loss = model.loss(&mut tape, &x, &y, None, None).expect("valid batch");
-                tape.backward(loss).accumulate_into(&mut model.params);
-                tape.clear();
-                opt.step(&mut model.params, 3e-4);
+            let make = move || -> Run {
+                let mut model = Gpt::<f32>::new(cfg.clone(), 1).expect("valid config");
+                let mut s = 7u64;
+                let mut next = move || {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((s >> 33) % cfg.vocab_size as u64) as u32
+                };
+                let ids: Vec<u32> = (0..batch * (t + 1)).map(|_| next()).collect();
+                let seqs = ndarray::Array2::from_shape_vec((batch, t + 1), ids).expect("shape");
+                let x = seqs.slice(ndarray::s![.., ..t]).to_owned().into_dyn();
+                let y = seqs.slice(ndarray::s![.., 1..]).to_owned().into_dyn();
+                // nanoGPT's setup, as the peer script: AdamW lr 3e-4, betas (0.9, 0.95), decay 0.1 on matrices.
+                let mut opt = AdamW::new(3e-4).with_betas(0.9, 0.95).with_weight_decay(0.1);
+                let mut tape = Tape::new();
+                Box::new(move || {
+                    tape.clear();
+                    model.params.zero_grad();
+                    let loss = model.loss(&mut tape, &x, &y, None, None).expect("valid batch");
+                    tape.backward(loss).accumulate_into(&mut model.params);
+                    tape.clear();
+                    opt.step(&mut model.params, 3e-4);
+                })
             };
             Bench {
                 name: format!("train step {name} B={batch} T={t}"),
                 work: Work::Train { flops, tokens },
-                run: Box::new(run),
+                make: Box::new(make),
             }
         })
         .collect()
@@ -233,17 +246,21 @@ fn measure(run: &mut dyn FnMut(), budget: Duration) -> (f64, f64) {
 /// Parses the flags and runs the matching benchmarks.
 pub fn run(args: &[String]) -> Result<()> {
     let (mut filter, mut threads, mut budget_ms) = (None::<String>, None::<usize>, 1000u64);
+    let mut peak_mem = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| it.next().with_context(|| format!("{flag} needs a value")).cloned();
         match a.as_str() {
             "--filter" => filter = Some(value("--filter")?),
             "--threads" => threads = Some(value("--threads")?.parse().context("--threads needs a number")?),
+            "--peak-mem" => peak_mem = true,
             "--budget-ms" => {
                 budget_ms = value("--budget-ms")?.parse().context("--budget-ms needs a number")?
             }
             other => {
-                bail!("bench: unknown argument {other:?} (flags: --filter TEXT, --threads N, --budget-ms MS)")
+                bail!(
+                    "bench: unknown argument {other:?} (flags: --filter TEXT, --threads N, --budget-ms MS, --peak-mem)"
+                )
             }
         }
     }
@@ -256,11 +273,13 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     println!("{:<48} {:>10} {:>22}", "benchmark", "ms", "throughput");
     let budget = Duration::from_millis(budget_ms);
-    for mut b in all_benches() {
+    let rss_before = peak_rss_mib();
+    for b in all_benches() {
         if filter.as_ref().is_some_and(|f| !b.name.contains(f.as_str())) {
             continue;
         }
-        let (med, best) = measure(&mut b.run, budget);
+        let mut run = (b.make)();
+        let (med, best) = measure(&mut run, budget);
         let rate = match b.work {
             Work::Flops(f) => format!("{:7.1} ({:6.1}) GFLOP/s", f / med / 1e9, f / best / 1e9),
             Work::Bytes(x) => format!("{:7.1} ({:6.1}) GB/s   ", x / med / 1e9, x / best / 1e9),
@@ -270,5 +289,22 @@ pub fn run(args: &[String]) -> Result<()> {
         };
         println!("{:<48} {:>10.3} {:>22}", b.name, med * 1e3, rate);
     }
+    if peak_mem {
+        // Run one benchmark per process (with --filter) to attribute the peak to it.
+        match (rss_before, peak_rss_mib()) {
+            (Some(before), Some(after)) => println!(
+                "peak resident memory (VmHWM): {after:.1} MiB ({before:.1} MiB before the benchmarks)"
+            ),
+            _ => println!("peak resident memory: unavailable (no /proc/self/status)"),
+        }
+    }
     Ok(())
+}
+
+/// The process's peak resident set size so far (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }

@@ -210,10 +210,10 @@ impl<F: Float> Gpt<F> {
         tape.layer_norm(x, w, b, eps)
     }
 
-    /// The tied LM head: logits = h · wteᵀ, shape (B, T, V).
+    /// The tied LM head: logits = h · wteᵀ, shape (B, T, V). `matmul_t` reads `wte` (V, C)
+    /// through a transposed view, so the embedding is never copied.
     pub fn logits(&self, tape: &mut Tape<F>, hidden: Hidden) -> Var {
-        let w = tape.transpose(hidden.wte, 0, 1); // (C, V)
-        tape.matmul(hidden.h, w)
+        tape.matmul_t(hidden.h, hidden.wte)
     }
 
     /// The scalar value head on the final hidden states: shape (B, T).

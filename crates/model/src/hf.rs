@@ -207,6 +207,50 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Writes what `scripts/check_hf_export.py` needs to prove the export direction against
+    /// `transformers`: a random tiny model (every weight, bias and LayerNorm parameter drawn, so a
+    /// misplaced or untransposed tensor shows) exported to `$PGLM_HF_EXPORT_DIR` (a temporary
+    /// directory when unset), plus `pglm_logits.json` with the input ids and pglm's logits.
+    /// Ignored by default (CI has no Python); run it with
+    /// `PGLM_HF_EXPORT_DIR=DIR cargo test -p pglm-model --lib hf -- --ignored`, then
+    /// `python scripts/check_hf_export.py DIR`.
+    #[test]
+    #[ignore = "writes a fixture for scripts/check_hf_export.py"]
+    fn write_export_for_the_transformers_check() {
+        use rand::{Rng, SeedableRng};
+        let mut model = Gpt::<f32>::new(GptConfig::new(50, 16, 2, 2, 16), 11).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let ids: Vec<_> = model.params.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            let p = model.params.get_mut(id);
+            let is_ln_weight = p.name.contains("ln_") && p.name.ends_with(".weight");
+            p.value_mut().mapv_inplace(|v| {
+                let noise = rng.random_range(-0.1f32..0.1);
+                if is_ln_weight { 1.0 + noise } else { v + noise }
+            });
+        }
+        let dir = std::env::var_os("PGLM_HF_EXPORT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("pglm-hf-check-{}", std::process::id())));
+        model.save_hf_dir(&dir).unwrap();
+        let (b, t) = (2, 12);
+        let input: Vec<u32> = (0..b * t).map(|i| ((i * 17 + 3) % 50) as u32).collect();
+        let input = ArrayD::from_shape_vec(vec![b, t], input).unwrap();
+        let mut tape = Tape::no_grad();
+        let hidden = model.forward(&mut tape, &input, None).unwrap();
+        let logits = model.logits(&mut tape, hidden);
+        let logits = tape.value(logits).clone().into_dimensionality::<ndarray::Ix3>().unwrap();
+        let rows = |b: usize| input.index_axis(ndarray::Axis(0), b).iter().copied().collect::<Vec<u32>>();
+        let out = json!({
+            "input_ids": (0..b).map(rows).collect::<Vec<_>>(),
+            "logits": logits.outer_iter().map(|m| m.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
+        });
+        std::fs::write(dir.join("pglm_logits.json"), out.to_string()).unwrap();
+        assert!(dir.join("model.safetensors").is_file() && dir.join("config.json").is_file());
+        eprintln!("wrote {}", dir.display());
+    }
+
     #[test]
     fn unsupported_configs_are_named() {
         let dir = std::env::temp_dir().join(format!("pglm-hf-bad-{}", std::process::id()));

@@ -20,6 +20,8 @@ pub(crate) enum Op {
     Matmul { a: Var, b: Var },
     /// `y = x·w + b` ([`Tape::linear`]).
     Linear { x: Var, w: Var, b: Option<Var> },
+    /// `c = a·bᵀ` with a 2-D `b` ([`Tape::matmul_t`]).
+    MatmulT { a: Var, b: Var },
 }
 
 /// How the operands of a matmul line up: `batch` independent `(m, k)·(k, n)` products, or one
@@ -168,8 +170,37 @@ impl Op {
                     add_column_sums(g.view(), db);
                 }
             }
+            Op::MatmulT { a, b } => {
+                let (m, k, n) = matmul_t_dims(ctx.value(a).shape(), ctx.value(b).shape());
+                let g = as3(&grad_out, (1, m, n));
+                let g = g.index_axis(Axis(0), 0);
+                // dA = dC·B
+                if ctx.needs(a) {
+                    with_slot(ctx, a, |ctx, slot| {
+                        let bv = ctx.value(b).view().into_dimensionality::<Ix2>().expect("2-D b");
+                        let da = slot3(slot, (1, m, k)).index_axis_move(Axis(0), 0);
+                        gemm(F::one(), g, bv, F::one(), da);
+                    });
+                }
+                // dB = dCᵀ·A (summed over a's folded rows by the same GEMM)
+                if ctx.needs(b) {
+                    with_slot(ctx, b, |ctx, slot| {
+                        let av = as3(ctx.value(a), (1, m, k));
+                        let db = slot3(slot, (1, n, k)).index_axis_move(Axis(0), 0);
+                        gemm(F::one(), g.t(), av.index_axis(Axis(0), 0), F::one(), db);
+                    });
+                }
+            }
         }
     }
+}
+
+/// `(m, k, n)` of `a·bᵀ` with `a` `(..., k)` folded to `m` rows and `b` `(n, k)`; panics naming the
+/// shapes when they do not fit.
+fn matmul_t_dims(a: &[usize], b: &[usize]) -> (usize, usize, usize) {
+    let ok = !a.is_empty() && b.len() == 2 && a[a.len() - 1] == b[1];
+    assert!(ok, "matmul_t: shapes {a:?} and {b:?} cannot be multiplied as a·bᵀ (b must be (n, k))");
+    (a[..a.len() - 1].iter().product(), b[1], b[0])
 }
 
 /// `(rows, in, out)` of a linear layer; panics naming the shapes when they do not fit.
@@ -197,6 +228,26 @@ impl<F: Float> Tape<F> {
             batched_gemm(F::one(), av.view(), bv.view(), F::zero(), c);
         }
         self.push(out, &[a, b], || crate::ops::Op::Linalg(Op::Matmul { a, b }))
+    }
+
+    /// `a·bᵀ` for `a` `(..., k)` and a 2-D `b` `(n, k)`: `(..., n)`. Same value as
+    /// `matmul(a, transpose(b, 0, 1))`, but the GEMM reads `b` through a transposed view in forward
+    /// and backward, so `b` is never copied (the tied LM head, `logits = h·wteᵀ`).
+    ///
+    /// # Panics
+    /// If `b` is not 2-D or the last axes of `a` and `b` differ.
+    pub fn matmul_t(&mut self, a: Var, b: Var) -> Var {
+        let (m, k, n) = matmul_t_dims(self.shape(a), self.shape(b));
+        let mut out_shape = self.shape(a).to_vec();
+        *out_shape.last_mut().expect("a has an axis") = n;
+        let mut c = ndarray::Array2::zeros((m, n));
+        {
+            let av = as3(self.value(a), (1, m, k));
+            let bv = self.value(b).view().into_dimensionality::<Ix2>().expect("2-D b");
+            gemm(F::one(), av.index_axis(Axis(0), 0), bv.t(), F::zero(), c.view_mut());
+        }
+        let c = c.into_shape_with_order(out_shape).expect("rows fold back into the leading axes").into_dyn();
+        self.push(c, &[a, b], || crate::ops::Op::Linalg(Op::MatmulT { a, b }))
     }
 
     /// Affine layer `y = x·w + b` in one node: `x` is `(..., in)`, `w` is `(in, out)` (GPT-2's
@@ -240,6 +291,9 @@ pub(crate) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
     fn matmul<F: Float>(t: &mut Tape<F>, x: &[Var], _: &Sample) -> Var {
         t.matmul(x[0], x[1])
     }
+    fn matmul_t<F: Float>(t: &mut Tape<F>, x: &[Var], _: &Sample) -> Var {
+        t.matmul_t(x[0], x[1])
+    }
     fn linear<F: Float>(t: &mut Tape<F>, x: &[Var], _: &Sample) -> Var {
         t.linear(x[0], x[1], x.get(2).copied())
     }
@@ -272,6 +326,13 @@ pub(crate) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
                 .prop_flat_map(|(b, m, k, n)| sample(vec![vec![b, m, k], vec![k, n]]))
                 .boxed(),
             matmul
+        ),
+        gradcheck_case!(
+            "matmul_t (a·bᵀ)",
+            move || (1usize..=2, dim(), dim(), dim())
+                .prop_flat_map(|(b, m, k, n)| sample(vec![vec![b, m, k], vec![n, k]]))
+                .boxed(),
+            matmul_t
         ),
         gradcheck_case!(
             "linear (with bias)",

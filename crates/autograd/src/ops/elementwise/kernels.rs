@@ -5,6 +5,7 @@
 //! alone), so the parallel and sequential paths give bit-identical values.
 
 use ndarray::{ArrayD, ArrayViewD, Zip};
+use rayon::prelude::*;
 
 use crate::Float;
 
@@ -84,10 +85,52 @@ pub(crate) fn reduce_to_shape<F: Float>(g: ArrayViewD<'_, F>, shape: &[usize]) -
     summed.into_shape_with_order(shape).expect("a keepdim sum has the target's element count")
 }
 
+/// Elements per rayon task in the slice loops below: large enough to amortise the task, small
+/// enough to balance two threads on every activation of the model.
+const SLICE_CHUNK: usize = 1 << 14;
+
+/// `out[i] = f(x[i])` over contiguous slices (a plain loop the compiler vectorizes), in parallel
+/// chunks when large.
+fn slice_map<F: Float>(out: &mut [F], x: &[F], f: impl Fn(F) -> F + Sync + Send) {
+    let kernel = |out: &mut [F], x: &[F]| out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+    if parallel(out.len()) {
+        out.par_chunks_mut(SLICE_CHUNK).zip(x.par_chunks(SLICE_CHUNK)).for_each(|(o, x)| kernel(o, x));
+    } else {
+        kernel(out, x);
+    }
+}
+
+/// `out[i] = f(out[i], v[i])` over contiguous slices, in parallel chunks when large.
+fn slice_update<F: Float>(out: &mut [F], v: &[F], f: impl Fn(F, F) -> F + Sync + Send) {
+    let kernel = |out: &mut [F], v: &[F]| out.iter_mut().zip(v).for_each(|(o, &v)| *o = f(*o, v));
+    if parallel(out.len()) {
+        out.par_chunks_mut(SLICE_CHUNK).zip(v.par_chunks(SLICE_CHUNK)).for_each(|(o, v)| kernel(o, v));
+    } else {
+        kernel(out, v);
+    }
+}
+
+/// `out[i] = f(a[i], b[i])` over contiguous slices, in parallel chunks when large.
+fn slice_map2<F: Float>(out: &mut [F], a: &[F], b: &[F], f: impl Fn(F, F) -> F + Sync + Send) {
+    let kernel =
+        |o: &mut [F], a: &[F], b: &[F]| o.iter_mut().zip(a).zip(b).for_each(|((o, &x), &y)| *o = f(x, y));
+    if parallel(out.len()) {
+        out.par_chunks_mut(SLICE_CHUNK)
+            .zip(a.par_chunks(SLICE_CHUNK))
+            .zip(b.par_chunks(SLICE_CHUNK))
+            .for_each(|((o, a), b)| kernel(o, a, b));
+    } else {
+        kernel(out, a, b);
+    }
+}
+
 /// `f(x)` for each element of `x`, into a new standard-layout array.
 pub(crate) fn map<F: Float>(x: ArrayViewD<'_, F>, f: impl Fn(F) -> F + Sync + Send) -> ArrayD<F> {
     let mut out = ArrayD::zeros(x.raw_dim());
-    zip_apply!(Zip::from(&mut out).and(&x), |o: &mut F, &v: &F| *o = f(v));
+    match (x.as_slice(), out.as_slice_mut()) {
+        (Some(xs), Some(os)) => slice_map(os, xs, f),
+        _ => zip_apply!(Zip::from(&mut out).and(&x), |o: &mut F, &v: &F| *o = f(v)),
+    }
     out
 }
 
@@ -98,6 +141,12 @@ pub(crate) fn map2<F: Float>(
     f: impl Fn(F, F) -> F + Sync + Send,
 ) -> ArrayD<F> {
     let mut out = ArrayD::zeros(a.raw_dim());
+    if a.shape() == b.shape()
+        && let (Some(xs), Some(ys), Some(os)) = (a.as_slice(), b.as_slice(), out.as_slice_mut())
+    {
+        slice_map2(os, xs, ys, f);
+        return out;
+    }
     zip_apply!(Zip::from(&mut out).and(&a).and(&b), |o: &mut F, &x: &F, &y: &F| *o = f(x, y));
     out
 }
@@ -108,6 +157,12 @@ pub(crate) fn chain<F: Float>(
     v: ArrayViewD<'_, F>,
     f: impl Fn(F, F) -> F + Sync + Send,
 ) -> ArrayD<F> {
+    if g.shape() == v.shape()
+        && let (Some(vs), Some(gs)) = (v.as_slice(), g.as_slice_mut())
+    {
+        slice_update(gs, vs, f);
+        return g;
+    }
     zip_apply!(Zip::from(&mut g).and(&v), |g: &mut F, &v: &F| *g = f(*g, v));
     g
 }

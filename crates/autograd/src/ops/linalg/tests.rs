@@ -1,4 +1,4 @@
-//! Values and gradients of `matmul` and `linear` against plain ndarray products.
+//! Values and gradients of `matmul`, `matmul_t` and `linear` against plain ndarray products.
 
 use ndarray::{Array, Array1, Array2, ArrayD, Axis, Ix2, IxDyn, s};
 
@@ -128,6 +128,30 @@ fn linear_value_and_grads() {
 }
 
 #[test]
+fn matmul_t_equals_matmul_with_a_transposed_copy() {
+    let (a0, b0) = (filled(&[2, 5, 3], 30), filled(&[4, 3], 31));
+    let g0 = filled(&[2, 5, 4], 32);
+    let mut t = Tape::<f64>::new();
+    let (a, b) = (t.input(a0.clone()), t.input(b0.clone()));
+    let c = t.matmul_t(a, b);
+    let bt = t.transpose(b, 0, 1);
+    let c2 = t.matmul(a, bt);
+    assert!(close(t.value(c), t.value(c2)));
+    let g1 = t.backward_with(c, g0.clone());
+    let g2 = t.backward_with(c2, g0);
+    assert!(close(g1.wrt(a).unwrap(), g2.wrt(a).unwrap()));
+    assert!(close(g1.wrt(b).unwrap(), g2.wrt(b).unwrap()));
+}
+
+#[test]
+#[should_panic(expected = "matmul_t: shapes [2, 3] and [3, 4]")]
+fn matmul_t_rejects_mismatched_shapes() {
+    let mut t = Tape::<f64>::new();
+    let (a, b) = (t.input(ArrayD::zeros(IxDyn(&[2, 3]))), t.input(ArrayD::zeros(IxDyn(&[3, 4]))));
+    t.matmul_t(a, b);
+}
+
+#[test]
 fn linear_without_bias_equals_matmul() {
     let (x0, w0) = (filled(&[7, 3], 18), filled(&[3, 2], 19));
     let mut t = Tape::<f64>::new();
@@ -156,9 +180,11 @@ fn run_in_pool<F: Float>(threads: usize) -> Vec<ArrayD<F>> {
         let y = t.linear(x, w, Some(b));
         let k = t.input(cast(filled(&[4, 200, 50], 23)));
         let z = t.matmul(y, k);
-        let grads = t.backward_with(z, cast(filled(&[4, 130, 50], 24)));
+        let e = t.input(cast(filled(&[70, 50], 25)));
+        let z = t.matmul_t(z, e);
+        let grads = t.backward_with(z, cast(filled(&[4, 130, 70], 24)));
         let mut out = vec![t.value(z).clone()];
-        out.extend([x, w, b, k].iter().map(|&v| grads.wrt(v).unwrap().clone()));
+        out.extend([x, w, b, k, e].iter().map(|&v| grads.wrt(v).unwrap().clone()));
         out
     })
 }

@@ -85,12 +85,12 @@ fn sum_exp_shifted<F: Float>(x: &[F], m: F) -> F {
     let rest = chunks.remainder();
     for c in chunks {
         for i in 0..LANES {
-            acc[i] += (c[i] - m).exp();
+            acc[i] += (c[i] - m).exp_fast();
         }
     }
     let mut s = combine(acc);
     for &v in rest {
-        s += (v - m).exp();
+        s += (v - m).exp_fast();
     }
     s
 }
@@ -115,7 +115,7 @@ pub fn entropy_and_logsumexp<F: Float>(x: &[F]) -> (F, F) {
     for c in chunks {
         for i in 0..LANES {
             let d = c[i] - m;
-            let e = d.exp();
+            let e = d.exp_fast();
             s[i] += e;
             t[i] += e * d;
         }
@@ -123,7 +123,7 @@ pub fn entropy_and_logsumexp<F: Float>(x: &[F]) -> (F, F) {
     let (mut s, mut t) = (combine(s), combine(t));
     for &v in rest {
         let d = v - m;
-        let e = d.exp();
+        let e = d.exp_fast();
         s += e;
         t += e * d;
     }
@@ -139,13 +139,13 @@ pub fn softmax_row_in_place<F: Float>(row: &mut [F]) {
     let mut chunks = row.chunks_exact_mut(LANES);
     for c in chunks.by_ref() {
         for i in 0..LANES {
-            c[i] = (c[i] - m).exp();
+            c[i] = (c[i] - m).exp_fast();
             acc[i] += c[i];
         }
     }
     let mut s = combine(acc);
     for v in chunks.into_remainder() {
-        *v = (*v - m).exp();
+        *v = (*v - m).exp_fast();
         s += *v;
     }
     let inv = s.recip();

@@ -71,7 +71,7 @@ impl<F: Float> CrossEntropy<F> {
                 return; // a masked-out row: its gradient stays zero
             }
             for (g, &x) in g.iter_mut().zip(x) {
-                *g = (x - lse).exp() * coef;
+                *g = (x - lse).exp_fast() * coef;
             }
             g[self.targets[r] as usize] -= coef;
         });
@@ -86,7 +86,7 @@ impl<F: Float> TokenLogProbs<F> {
         logits_grad(ctx, self.logits, &self.lse, |r, x, lse, g| {
             let d = dy[r];
             for (g, &x) in g.iter_mut().zip(x) {
-                *g = -(x - lse).exp() * d;
+                *g = -(x - lse).exp_fast() * d;
             }
             g[self.ids[r] as usize] += d;
         });
@@ -112,7 +112,7 @@ impl<F: Float> Entropy<F> {
             let (d, h) = (dy[r], h[r]);
             for (g, &x) in g.iter_mut().zip(x) {
                 let logp = x - lse;
-                *g = -logp.exp() * (logp + h) * d;
+                *g = -logp.exp_fast() * (logp + h) * d;
             }
         });
     }

@@ -46,7 +46,7 @@ impl LogSoftmax {
         gs.par_chunks_mut(c).zip(y.par_chunks(c)).with_min_len(rows_per_task(c)).for_each(|(dy, y)| {
             let s = sum(dy);
             for (d, &logp) in dy.iter_mut().zip(y) {
-                *d -= logp.exp() * s;
+                *d -= logp.exp_fast() * s;
             }
         });
         ctx.add(self.x, g);
