@@ -20,10 +20,10 @@ if [ "$which" = all ] || [ "$which" = addition ]; then
   [ -d "$out/addition-sft" ] || "$bin/examples/sft" --data "$out/data/addition" --out "$out/addition-sft" \
     --steps 250 --layers 2 --width 128 --heads 4 --context 16 --batch 64 --lr 3e-3 \
     --eval-every 250 --holdout 512 --examples 500 >/dev/null
-  for alg in reinforce rloo grpo dr_grpo ppo; do
-    extra=""
-    [ "$alg" = ppo ] && extra="--epochs 2 --mini-batches 2"
-    for seed in $seeds; do
+  for seed in $seeds; do
+    for alg in reinforce rloo grpo dr_grpo ppo; do
+      extra=""
+      [ "$alg" = ppo ] && extra="--epochs 2 --mini-batches 2"
       run="$out/addition-$alg-s$seed"
       start=$(date +%s)
       "$bin/examples/rl" --data "$out/data/addition" --init "$out/addition-sft" --out "$run" \

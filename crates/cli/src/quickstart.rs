@@ -132,7 +132,8 @@ fn rl_config(p: &Plan) -> Result<RlConfig> {
         rollout.insert("prompts_per_step".into(), toml::Value::from(4));
         rollout.insert("group_size".into(), toml::Value::from(4));
     }
-    let config: RlConfig = toml::Value::Table(table).try_into().context("the embedded quickstart RL config")?;
+    let config: RlConfig =
+        toml::Value::Table(table).try_into().context("the embedded quickstart RL config")?;
     config.validate()?;
     Ok(config)
 }

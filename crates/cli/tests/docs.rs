@@ -18,6 +18,7 @@ const COMMANDS: &[&[&str]] = &[
     &["tokenizer", "train"],
     &["pretrain"],
     &["sft"],
+    &["rl"],
     &["sample"],
     &["eval"],
     &["plot"],
