@@ -36,10 +36,10 @@ pub struct RlConfig {
     #[serde(default)]
     pub update: UpdateConfig,
     /// AdamW, its schedule, clipping (RL defaults: see [`rl_optim`]).
-    #[serde(default = "rl_optim")]
+    #[serde(default = "rl_optim", deserialize_with = "optim_over_rl_defaults")]
     pub optim: OptimConfig,
     /// Step budget, evaluation, checkpoints, seed, guard, stop condition.
-    #[serde(default = "rl_run")]
+    #[serde(default = "rl_run", deserialize_with = "run_over_rl_defaults")]
     pub run: RunConfig,
     /// The completions table.
     #[serde(default)]
@@ -363,6 +363,45 @@ pub fn rl_run() -> RunConfig {
     RunConfig { steps: 200, eval_every: 20, checkpoint_every: 50, ..RunConfig::default() }
 }
 
+/// Reads a table whose missing keys take `defaults`' values. Without this, serde would fill them
+/// from `T::default()` (training's choices): `[optim] lr = 3e-4` alone would bring training's
+/// weight decay and 100 warmup steps into an RL run.
+fn over_defaults<'de, D, T>(d: D, defaults: T, section: &str) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Serialize + serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    use serde_json::{Map, Value};
+    let given = Map::<String, Value>::deserialize(d)?;
+    let Value::Object(defaults) = serde_json::to_value(defaults).map_err(D::Error::custom)? else {
+        return Err(D::Error::custom("the defaults are not a table"));
+    };
+    let merge = |over: Map<String, Value>| {
+        let mut merged = defaults.clone();
+        merged.extend(over);
+        serde_json::from_value::<T>(Value::Object(merged))
+    };
+    merge(given.clone()).map_err(|e| {
+        // serde_json's message does not say which key was wrong: find the first that fails alone.
+        let alone = |k: &String| Map::from_iter([(k.clone(), given[k].clone())]);
+        match given.keys().find(|k| merge(alone(k)).is_err()) {
+            Some(key) if !e.to_string().starts_with("unknown field") => {
+                D::Error::custom(format!("{section}.{key}: {e}"))
+            }
+            _ => D::Error::custom(e),
+        }
+    })
+}
+
+fn optim_over_rl_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<OptimConfig, D::Error> {
+    over_defaults(d, rl_optim(), "optim")
+}
+
+fn run_over_rl_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RunConfig, D::Error> {
+    over_defaults(d, rl_run(), "run")
+}
+
 /// The metrics an RL stop condition may name.
 pub const RL_STOP_METRICS: &[&str] = &["eval_accuracy", "eval_reward", "reward_mean"];
 
@@ -529,5 +568,33 @@ impl RlConfig {
             return bad("run.stop.metric", format!("{:?} needs task.test (held-out prompts)", stop.metric));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: serde_json::Value) -> Result<RlConfig, serde_json::Error> {
+        let mut c =
+            serde_json::json!({"policy": {"init": "sft"}, "task": {"name": "addition", "train": "t"}});
+        c.as_object_mut().unwrap().extend(json.as_object().unwrap().clone());
+        serde_json::from_value(c)
+    }
+
+    #[test]
+    fn partial_sections_keep_the_rl_defaults() {
+        let c = parse(serde_json::json!({"optim": {"lr": 3e-4}, "run": {"steps": 50}})).unwrap();
+        assert_eq!(c.optim, OptimConfig { lr: 3e-4, ..rl_optim() });
+        assert_eq!(c.run, RunConfig { steps: 50, ..rl_run() });
+        assert_eq!(parse(serde_json::json!({})).unwrap().optim, rl_optim());
+    }
+
+    #[test]
+    fn partial_sections_still_reject_unknown_keys_and_name_bad_ones() {
+        let err = parse(serde_json::json!({"optim": {"lrr": 3e-4}})).unwrap_err().to_string();
+        assert!(err.contains("unknown field `lrr`"), "{err}");
+        let err = parse(serde_json::json!({"optim": {"lr": 1e-4, "betas": "x"}})).unwrap_err().to_string();
+        assert!(err.contains("optim.betas: invalid type"), "{err}");
     }
 }
