@@ -198,6 +198,12 @@ pub fn table(r: &EvalReport) -> String {
     s
 }
 
+/// Writes `report` as pretty JSON, atomically (a reader never sees half a file).
+pub fn write_report(path: &Path, report: &EvalReport) -> Result<()> {
+    let json = serde_json::to_string_pretty(report).expect("reports serialize") + "\n";
+    Ok(pglm_trainer::run_dir::write_atomically(path, json.as_bytes())?)
+}
+
 pub fn run(args: &Args, out: &Output) -> Result<()> {
     let loaded = load_model(&args.model, args.tokenizer.as_deref())?;
     let report = evaluate(&loaded, args)?;
@@ -205,8 +211,7 @@ pub fn run(args: &Args, out: &Output) -> Result<()> {
         Some(d) => d.join("eval.json"),
         None => PathBuf::from("eval.json"),
     });
-    let json = serde_json::to_string_pretty(&report).expect("reports serialize");
-    std::fs::write(&path, json + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    write_report(&path, &report)?;
     if out.json() {
         println!("{}", serde_json::to_string(&report).expect("reports serialize"));
     } else {

@@ -1,7 +1,8 @@
-//! `pglm quickstart`: the whole pipeline on the addition task, with an embedded configuration and
-//! no downloads. A sequence of phases, each a function: data, SFT, evaluation, RL (GRPO),
-//! evaluation, plots, and a before/after table. Running it again in the same `--out` resumes an interrupted
-//! phase and reuses finished ones.
+//! `pglm quickstart`: the whole pipeline on the countdown task (TinyZero's: reach a target with
+//! three numbers and + - * /), with an embedded configuration and no downloads. A sequence of
+//! phases, each a function: data, SFT on the answer format only, evaluation, RL (GRPO),
+//! evaluation, plots, and a before/after table. Running it again in the same `--out` resumes an
+//! interrupted phase and reuses finished ones.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,6 +23,10 @@ use crate::progress::{Output, fmt_num};
 const SFT_CONFIG: &str = include_str!("quickstart_sft.toml");
 /// The embedded RL configuration (paths are filled in below).
 const RL_CONFIG: &str = include_str!("quickstart_rl.toml");
+/// The task, and its settings as both configs name them.
+const TASK: &str = "countdown";
+/// Longest completion: `<answer>` + an expression over three 2-digit numbers + `</answer>`.
+const MAX_NEW_TOKENS: usize = 32;
 
 /// Arguments of `pglm quickstart`.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,16 +68,17 @@ impl Plan {
     }
 }
 
-/// Phase 1: the addition dataset (2-digit + 2-digit), as `pglm data addition` writes it.
+/// Phase 1: the countdown dataset with three numbers, as `pglm data countdown --format-sft`
+/// writes it (its `sft_format.jsonl` teaches the format without the solutions).
 fn phase_data(p: &Plan, out: &Output) -> Result<()> {
     out.note(format!(
-        "[1] data: addition, {} train / {} test examples -> {}",
+        "[1] data: countdown (3 numbers), {} train / {} test examples -> {}",
         p.n_train,
         p.n_test,
         p.data_dir().display()
     ));
-    let spec = DataSpec { seed: 0, n_train: p.n_train, n_test: p.n_test, format_sft: false };
-    crate::data::generate("addition", &spec, &json!({"digits": 2}), &p.data_dir())?;
+    let spec = DataSpec { seed: 0, n_train: p.n_train, n_test: p.n_test, format_sft: true };
+    crate::data::generate(TASK, &spec, &json!({"min_count": 3, "max_count": 3}), &p.data_dir())?;
     Ok(())
 }
 
@@ -81,7 +87,7 @@ fn sft_config(p: &Plan) -> Result<TrainConfig> {
     let mut table: toml::Table = toml::from_str(SFT_CONFIG).context("the embedded quickstart config")?;
     let path = |f: &str| toml::Value::from(p.data_dir().join(f).to_string_lossy().into_owned());
     let data = table["data"].as_table_mut().expect("a [data] table");
-    data.insert("train".into(), path("sft.jsonl"));
+    data.insert("train".into(), path("sft_format.jsonl"));
     let task = data["task"].as_table_mut().expect("a [data.task] table");
     task.insert("test".into(), path("test.jsonl"));
     task.insert("examples".into(), toml::Value::from(p.eval_prompts as i64));
@@ -158,19 +164,17 @@ fn phase_eval(p: &Plan, label: &str, model: &Path, out: &Output) -> Result<EvalR
     let args = eval::Args {
         model: model.to_path_buf(),
         data: p.data_dir().join("test.jsonl"),
-        task: Some("addition".into()),
+        task: Some(TASK.into()),
         tokenizer: None,
         k: p.k,
         temperature: 1.0,
-        max_new_tokens: 8,
+        max_new_tokens: MAX_NEW_TOKENS,
         limit: Some(p.eval_prompts),
         seed: 0,
         out: None,
     };
     let report = eval::evaluate(&load_model(model, None)?, &args)?;
-    let path = model.join("eval.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("reports serialize") + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    eval::write_report(&model.join("eval.json"), &report)?;
     Ok(report)
 }
 
@@ -218,8 +222,8 @@ pub fn run(args: &Args, out: &Output) -> Result<Exit> {
         "plots": plots,
     });
     let summary_path = p.out.join("summary.json");
-    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary).expect("JSON") + "\n")
-        .with_context(|| format!("cannot write {}", summary_path.display()))?;
+    let text = serde_json::to_string_pretty(&summary).expect("JSON") + "\n";
+    pglm_trainer::run_dir::write_atomically(&summary_path, text.as_bytes())?;
     if out.json() {
         println!("{summary}");
     } else {
@@ -230,7 +234,10 @@ pub fn run(args: &Args, out: &Output) -> Result<Exit> {
         println!("  RL run   {}  (metrics.jsonl, completions.jsonl, eval.json)", p.rl_dir().display());
         println!("  plots    {}", p.plots_dir().display());
         println!("  summary  {}", summary_path.display());
-        println!("\ntry: pglm sample --model {} --prompt \"12+34=\" -t 0", p.rl_dir().display());
+        println!(
+            "\ntry: pglm sample --model {} --prompt \"Make 90 from 13 35 42:\" -t 0",
+            p.rl_dir().display()
+        );
     }
     Ok(Exit::Done)
 }
