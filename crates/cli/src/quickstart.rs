@@ -23,7 +23,7 @@ use crate::progress::{Output, fmt_num};
 const SFT_CONFIG: &str = include_str!("quickstart_sft.toml");
 /// The embedded RL configuration (paths are filled in below).
 const RL_CONFIG: &str = include_str!("quickstart_rl.toml");
-/// The task, and its settings as both configs name them.
+/// The task; both embedded configs name it too, with the same settings as `phase_data`.
 const TASK: &str = "countdown";
 /// Longest completion: `<answer>` + an expression over three 2-digit numbers + `</answer>`.
 const MAX_NEW_TOKENS: usize = 32;

@@ -117,12 +117,8 @@ pub fn check_meta<F: Float>(
     model: &GptConfig,
     seed: u64,
 ) -> Result<(), TrainError> {
-    let mismatch = |field: String, expected: String, found: String| TrainError::CheckpointMismatch {
-        path: path.into(),
-        field,
-        expected,
-        found,
-    };
+    let mismatch =
+        |field: String, expected: String, found: String| TrainError::mismatch(path, field, expected, found);
     if dtype != dtype_name::<F>() {
         return Err(mismatch("dtype".into(), dtype_name::<F>().into(), dtype.into()));
     }

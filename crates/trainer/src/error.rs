@@ -183,6 +183,22 @@ impl TrainError {
         TrainError::Config { field: field.into(), expected: expected.into() }
     }
 
+    /// A [`TrainError::CheckpointMismatch`]: `field` of the checkpoint at `path` was `found` where
+    /// the run expects `expected`.
+    pub fn mismatch(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> Self {
+        TrainError::CheckpointMismatch {
+            path: path.into(),
+            field: field.into(),
+            expected: expected.into(),
+            found: found.into(),
+        }
+    }
+
     /// A [`TrainError::Io`] error about `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         TrainError::Io { path: path.into(), source }

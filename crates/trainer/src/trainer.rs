@@ -410,12 +410,8 @@ fn load_params<F: Float>(
     params: Vec<(String, ndarray::ArrayD<F>)>,
     path: &Path,
 ) -> Result<(), TrainError> {
-    let mismatch = |field: String, expected: String, found: String| TrainError::CheckpointMismatch {
-        path: path.into(),
-        field,
-        expected,
-        found,
-    };
+    let mismatch =
+        |field: String, expected: String, found: String| TrainError::mismatch(path, field, expected, found);
     if params.len() != model.params.len() {
         return Err(mismatch(
             "parameter count".into(),

@@ -102,31 +102,23 @@ pub fn build<F: Float>(
         match given.remove(&p.name) {
             Some(v) if v.shape() == p.value().shape() => *p.value_mut() = v,
             Some(v) => {
-                return Err(TrainError::CheckpointMismatch {
-                    path: source.into(),
-                    field: format!("parameter {}", p.name),
-                    expected: format!("{:?}", p.value().shape()),
-                    found: format!("{:?}", v.shape()),
-                });
+                let (expected, found) = (format!("{:?}", p.value().shape()), format!("{:?}", v.shape()));
+                return Err(TrainError::mismatch(source, format!("parameter {}", p.name), expected, found));
             }
             None if p.name.starts_with("value_head.") => {}
             None => {
-                return Err(TrainError::CheckpointMismatch {
-                    path: source.into(),
-                    field: format!("parameter {}", p.name),
-                    expected: "present".into(),
-                    found: "missing".into(),
-                });
+                return Err(TrainError::mismatch(
+                    source,
+                    format!("parameter {}", p.name),
+                    "present",
+                    "missing",
+                ));
             }
         }
     }
     if let Some(name) = given.keys().find(|n| !n.starts_with("value_head.")) {
-        return Err(TrainError::CheckpointMismatch {
-            path: source.into(),
-            field: format!("parameter {name}"),
-            expected: "absent (not in this model)".into(),
-            found: "present".into(),
-        });
+        let field = format!("parameter {name}");
+        return Err(TrainError::mismatch(source, field, "absent (not in this model)", "present"));
     }
     Ok(model)
 }
