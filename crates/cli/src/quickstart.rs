@@ -23,10 +23,6 @@ use crate::progress::{Output, fmt_num};
 const SFT_CONFIG: &str = include_str!("quickstart_sft.toml");
 /// The embedded RL configuration (paths are filled in below).
 const RL_CONFIG: &str = include_str!("quickstart_rl.toml");
-/// The task; both embedded configs name it too, with the same settings as `phase_data`.
-const TASK: &str = "countdown";
-/// Longest completion: `<answer>` + an expression over three 2-digit numbers + `</answer>`.
-const MAX_NEW_TOKENS: usize = 32;
 
 /// Arguments of `pglm quickstart`.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,16 +65,19 @@ impl Plan {
 }
 
 /// Phase 1: the countdown dataset with three numbers, as `pglm data countdown --format-sft`
-/// writes it (its `sft_format.jsonl` teaches the format without the solutions).
-fn phase_data(p: &Plan, out: &Output) -> Result<()> {
+/// writes it (its `sft_format.jsonl` teaches the format without the solutions). The task and its
+/// settings are the RL config's, so that data, training and evaluation agree.
+fn phase_data(p: &Plan, rl: &RlConfig, out: &Output) -> Result<()> {
     out.note(format!(
-        "[1] data: countdown (3 numbers), {} train / {} test examples -> {}",
+        "[1] data: {} {}, {} train / {} test examples -> {}",
+        rl.task.name,
+        rl.task.settings,
         p.n_train,
         p.n_test,
         p.data_dir().display()
     ));
     let spec = DataSpec { seed: 0, n_train: p.n_train, n_test: p.n_test, format_sft: true };
-    crate::data::generate(TASK, &spec, &json!({"min_count": 3, "max_count": 3}), &p.data_dir())?;
+    crate::data::generate(&rl.task.name, &spec, &rl.task.settings, &p.data_dir())?;
     Ok(())
 }
 
@@ -145,30 +144,30 @@ fn rl_config(p: &Plan) -> Result<RlConfig> {
 }
 
 /// Phase 4: GRPO from the SFT model (resumed if a previous quickstart was interrupted).
-fn phase_rl(p: &Plan, out: &Output) -> Result<Exit> {
+fn phase_rl(p: &Plan, config: &RlConfig, out: &Output) -> Result<Exit> {
     let dir = p.rl_dir();
     let mut trainer = if dir.join("config.json").exists() {
         RlTrainer::<f32>::resume(&dir).with_context(|| format!("cannot resume {}", dir.display()))?
     } else {
-        let config = rl_config(p)?;
         out.note(format!("[4] RL (GRPO): {} steps -> {}", config.run.steps, dir.display()));
-        crate::rl::start(config, &dir, out)?
+        crate::rl::start(config.clone(), &dir, out)?
     };
     let driven = drive::drive(&mut trainer, "rl", out)?;
     Ok(driven.exit)
 }
 
-/// Phase 3 (and 5): greedy accuracy, mean reward and pass@k on the test set.
-fn phase_eval(p: &Plan, label: &str, model: &Path, out: &Output) -> Result<EvalReport> {
+/// Phase 3 (and 5): greedy accuracy, mean reward and pass@k on the test set, decoded with the RL
+/// run's task and completion length.
+fn phase_eval(p: &Plan, rl: &RlConfig, label: &str, model: &Path, out: &Output) -> Result<EvalReport> {
     out.note(format!("[eval] {label}: {} test prompts, pass@{}", p.eval_prompts, p.k));
     let args = eval::Args {
         model: model.to_path_buf(),
         data: p.data_dir().join("test.jsonl"),
-        task: Some(TASK.into()),
+        task: Some(rl.task.name.clone()),
         tokenizer: None,
         k: p.k,
         temperature: 1.0,
-        max_new_tokens: MAX_NEW_TOKENS,
+        max_new_tokens: rl.rollout.max_new_tokens,
         limit: Some(p.eval_prompts),
         seed: 0,
         out: None,
@@ -199,17 +198,18 @@ pub fn run(args: &Args, out: &Output) -> Result<Exit> {
     drive::install_interrupt_handler()?;
     let started = Instant::now();
     let p = Plan::new(args);
-    phase_data(&p, out)?;
+    let rl = rl_config(&p)?;
+    phase_data(&p, &rl, out)?;
     if phase_sft(&p, out)? == Exit::Interrupted {
         out.note(format!("run `pglm quickstart --out {}` again to continue", p.out.display()));
         return Ok(Exit::Interrupted);
     }
-    let after_sft = phase_eval(&p, "after SFT", &p.sft_dir(), out)?;
-    if phase_rl(&p, out)? == Exit::Interrupted {
+    let after_sft = phase_eval(&p, &rl, "after SFT", &p.sft_dir(), out)?;
+    if phase_rl(&p, &rl, out)? == Exit::Interrupted {
         out.note(format!("run `pglm quickstart --out {}` again to continue", p.out.display()));
         return Ok(Exit::Interrupted);
     }
-    let after_rl = phase_eval(&p, "after RL", &p.rl_dir(), out)?;
+    let after_rl = phase_eval(&p, &rl, "after RL", &p.rl_dir(), out)?;
     let rows: Vec<(&str, &EvalReport)> = vec![("after SFT", &after_sft), ("after RL", &after_rl)];
     let runs = vec![p.sft_dir(), p.rl_dir()];
     let plots = phase_plots(&p, &runs, out)?;
