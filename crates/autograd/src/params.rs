@@ -4,6 +4,7 @@
 //! cleared the store holds the only reference again, and optimizers update the value in place.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::ArrayD;
 
@@ -43,15 +44,36 @@ impl<F: Float> Param<F> {
 }
 
 /// An ordered, named collection of parameters.
-#[derive(Default)]
 pub struct ParamStore<F> {
     params: Vec<Param<F>>,
+    /// This store's identity, unique in the process (see [`ParamStore::stamp`]).
+    id: u64,
+    /// Bumped by every call that can change a value.
+    version: u64,
 }
+
+impl<F: Float> Default for ParamStore<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Source of [`ParamStore`] identities.
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
 
 impl<F: Float> ParamStore<F> {
     /// An empty store.
     pub fn new() -> Self {
-        ParamStore { params: Vec::new() }
+        ParamStore { params: Vec::new(), id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed), version: 0 }
+    }
+
+    /// Identifies the current values: two calls return the same stamp only if no value of this
+    /// store can have changed in between. Caches derived from the weights (such as the inference
+    /// path's packed copies) compare stamps instead of the weights themselves. Every method that
+    /// hands out mutable access (`add`, `get_mut`, `iter_mut`) changes the stamp, whether or not
+    /// the caller then writes.
+    pub fn stamp(&self) -> (u64, u64) {
+        (self.id, self.version)
     }
 
     /// Adds a parameter; weight decay defaults to on for rank >= 2 (matrices, embeddings).
@@ -63,6 +85,7 @@ impl<F: Float> ParamStore<F> {
         assert!(self.id(&name).is_none(), "ParamStore::add: duplicate parameter name {name:?}");
         let decay = value.ndim() >= 2;
         let grad = ArrayD::zeros(value.raw_dim());
+        self.version += 1;
         self.params.push(Param { name, value: Arc::new(value), grad, decay });
         ParamId(self.params.len() - 1)
     }
@@ -79,6 +102,7 @@ impl<F: Float> ParamStore<F> {
 
     /// The parameter `id`, mutably.
     pub fn get_mut(&mut self, id: ParamId) -> &mut Param<F> {
+        self.version += 1;
         &mut self.params[id.0]
     }
 
@@ -129,6 +153,32 @@ impl<F: Float> ParamStore<F> {
 
     /// The parameters in insertion order, mutably (optimizers).
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (ParamId, &mut Param<F>)> {
+        self.version += 1;
         self.params.iter_mut().enumerate().map(|(i, p)| (ParamId(i), p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stamp_changes_with_every_mutable_access_and_differs_between_stores() {
+        let mut a = ParamStore::<f32>::new();
+        let id = a.add("w", ArrayD::zeros(vec![2]));
+        let s0 = a.stamp();
+        assert_eq!(a.stamp(), s0, "reading does not change the stamp");
+        let _ = a.value(id);
+        assert_eq!(a.stamp(), s0);
+        a.get_mut(id).value_mut()[0] = 1.0;
+        let s1 = a.stamp();
+        assert_ne!(s1, s0);
+        for (_, p) in a.iter_mut() {
+            p.value_mut()[1] = 2.0;
+        }
+        assert_ne!(a.stamp(), s1);
+        let mut b = ParamStore::<f32>::new();
+        b.add("w", ArrayD::zeros(vec![2]));
+        assert_ne!(a.stamp().0, b.stamp().0, "two stores never share an identity");
     }
 }

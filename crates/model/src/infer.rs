@@ -16,8 +16,10 @@ use crate::{Gpt, GptConfig, ModelError};
 mod attention;
 mod gelu;
 mod matmul;
+mod packed;
 
 use attention::{attend, write_kv};
+use packed::PackedWeights;
 
 /// Keys and values of every layer for a fixed number of sequence slots.
 pub struct KvCache<F> {
@@ -98,7 +100,10 @@ impl<F: Float> KvCache<F> {
     }
 }
 
-/// Work buffers for [`Gpt::forward_cached`], sized once for a maximum number of rows.
+/// Work buffers for [`Gpt::forward_cached`], sized once for a maximum number of rows, and a copy
+/// of the blocks' weights in the layout the decode kernels stream (made on the first call, and
+/// again only after the model's weights change: keep one scratch per model for the whole of a
+/// generation).
 pub struct InferScratch<F> {
     max_rows: usize,
     pos: Vec<usize>,
@@ -109,9 +114,10 @@ pub struct InferScratch<F> {
     h4: Vec<F>,
     y: Vec<F>,
     scores: Vec<F>,
-    /// The matrix products' per-task column tiles and packed weight panels (see `matmul`).
+    /// The matrix products' per-task column tiles (see `matmul`).
     tiles: Vec<F>,
-    pack: Vec<F>,
+    /// The blocks' weights laid out for the kernels, remade when the model's weights change.
+    packed: PackedWeights<F>,
     zeros: Vec<F>,
 }
 
@@ -131,7 +137,7 @@ impl<F: Float> InferScratch<F> {
             y: z(max_rows * c),
             scores: z(max_rows * config.n_head * config.context_length),
             tiles: z(max_rows * (4 * c).max(config.vocab_size)),
-            pack: z(matmul::KB * 4 * c),
+            packed: PackedWeights::new(),
             zeros: z(4 * c),
         }
     }
@@ -189,6 +195,7 @@ impl<F: Float> Gpt<F> {
             cache.lens[slot] += 1;
         }
         let s = scratch;
+        s.packed.refresh(self);
         let pos = &s.pos[..n];
 
         // x = wte[token] + wpe[pos]
@@ -205,20 +212,21 @@ impl<F: Float> Gpt<F> {
 
         let eps = F::of(cfg.layer_norm_epsilon);
         let (x, xn, y) = (&mut s.x[..n * c], &mut s.xn[..n * c], &mut s.y[..n * c]);
-        let (tiles, pack) = (&mut s.tiles[..], &mut s.pack[..]);
+        let (tiles, packed) = (&mut s.tiles[..], &s.packed);
         let (qkv, att, h4) = (&mut s.qkv[..n * 3 * c], &mut s.att[..n * c], &mut s.h4[..n * 4 * c]);
+        let no_epilogue = |_: &mut [F]| {};
         for (layer, block) in self.ids.blocks.iter().enumerate() {
             // x = x + proj(attention(ln_1(x)))
             self.ln(block.ln_1, x, xn, &s.zeros, eps);
-            self.linear(block.c_attn, xn, qkv, (&mut *tiles, &mut *pack), &s.zeros, |_| {});
+            matmul::linear(xn, packed.get(layer, 0), tiles, qkv, no_epilogue);
             write_kv(cache, layer, rows, pos, qkv, c);
             attend(cache, layer, rows, pos, qkv, att, &mut s.scores);
-            self.linear(block.attn_proj, att, y, (&mut *tiles, &mut *pack), &s.zeros, |_| {});
+            matmul::linear(att, packed.get(layer, 1), tiles, y, no_epilogue);
             add_in_place(x, y);
             // x = x + proj(gelu(fc(ln_2(x)))), GELU applied to each column tile as it is finished.
             self.ln(block.ln_2, x, xn, &s.zeros, eps);
-            self.linear(block.c_fc, xn, h4, (&mut *tiles, &mut *pack), &s.zeros, gelu::gelu_in_place);
-            self.linear(block.mlp_proj, h4, y, (&mut *tiles, &mut *pack), &s.zeros, |_| {});
+            matmul::linear(xn, packed.get(layer, 2), tiles, h4, gelu::gelu_in_place);
+            matmul::linear(h4, packed.get(layer, 3), tiles, y, no_epilogue);
             add_in_place(x, y);
         }
         self.ln(self.ids.ln_f, x, xn, &s.zeros, eps);
@@ -242,25 +250,6 @@ impl<F: Float> Gpt<F> {
             None => &zeros[..c],
         };
         layer_norm_rows(x, w, b, eps, out);
-    }
-
-    fn linear(
-        &self,
-        (w, b): (pglm_autograd::ParamId, Option<pglm_autograd::ParamId>),
-        x: &[F],
-        out: &mut [F],
-        scratch: (&mut [F], &mut [F]),
-        zeros: &[F],
-        epilogue: impl Fn(&mut [F]) + Sync,
-    ) {
-        let wv = self.params.value(w);
-        let (k, n_out) = (wv.shape()[0], wv.shape()[1]);
-        let w = wv.as_slice().expect("contiguous weight");
-        let b = match b {
-            Some(b) => self.params.value(b).as_slice().expect("contiguous bias"),
-            None => &zeros[..n_out],
-        };
-        matmul::linear(x, w, b, (k, n_out), scratch, out, epilogue);
     }
 }
 

@@ -1,5 +1,5 @@
-//! The decode kernels' matrix products: `y = x·W + b` (the blocks' linear layers, W stored
-//! `(in, out)`) and `logits = x·Eᵀ` (the tied head, E = wte stored `(vocab, C)`).
+//! The decode kernels' matrix products: `y = x·W + b` (the blocks' linear layers, W read from its
+//! packed strips, see `packed`) and `logits = x·Eᵀ` (the tied head, E = wte stored `(vocab, C)`).
 //!
 //! Batch independence: every output element is one fixed sequence of floating-point operations
 //! that depends only on its own row of `x` and the weights, never on how many rows are computed
@@ -15,6 +15,8 @@
 use pglm_autograd::Float;
 use rayon::prelude::*;
 
+use super::packed::Panels;
+
 /// Columns of one register tile of the linear kernel: 32 f32 are four AVX2 registers.
 pub(crate) const COLS: usize = 32;
 
@@ -26,52 +28,43 @@ pub(crate) const ROWS: usize = 4;
 /// microseconds; 2^16 multiply-adds take about as long on one core).
 const PAR_WORK: usize = 1 << 16;
 
-/// Rows of `W` packed per pass of [`linear_cols`] (a 32-column panel of 64 rows is 8 KiB of f32,
-/// which stays in L1 while the row groups use it).
-pub(crate) const KB: usize = 64;
-
 /// Output columns per parallel task of a product `n` columns wide: one task per thread, in whole
 /// register tiles, so that each thread reads the longest contiguous runs of each weight row.
 pub(crate) fn task_width(n: usize) -> usize {
     n.div_ceil(rayon::current_num_threads()).div_ceil(COLS).max(1) * COLS
 }
 
-/// out[r, :] = bias + x[r, :]·w for the rows of `x` (`k` wide), `w` `(k, n)` row-major.
-/// `tiles` is scratch of at least `rows * n`, `pack` of at least `KB * n`. `epilogue` runs on each
-/// finished tile (all rows of one task's columns) inside its task, e.g. an activation.
+/// out[r, :] = bias + x[r, :]·w for the rows of `x` (`k` wide), with `w` and `bias` packed in
+/// `p` (`k x n`). `tiles` is scratch of at least `rows * n`. `epilogue` runs on each finished tile
+/// (all rows of one task's columns) inside its task, e.g. an activation.
 ///
 /// Each element: `acc = bias[j]; for i in 0..k { acc = fma(x[r, i], w[i, j], acc) }`.
 pub(crate) fn linear<F: Float>(
     x: &[F],
-    w: &[F],
-    bias: &[F],
-    (k, n): (usize, usize),
-    (tiles, pack): (&mut [F], &mut [F]),
+    p: &Panels<F>,
+    tiles: &mut [F],
     out: &mut [F],
     epilogue: impl Fn(&mut [F]) + Sync,
 ) {
+    let (k, n) = (p.k, p.n);
     let rows = x.len() / k;
     assert!(
-        w.len() == k * n && bias.len() == n && x.len() == rows * k && out.len() == rows * n,
-        "linear: x {} (k {k}), w {}, bias {}, out {} (n {n})",
+        x.len() == rows * k && out.len() == rows * n,
+        "linear: x {} (k {k}), out {} (n {n})",
         x.len(),
-        w.len(),
-        bias.len(),
         out.len()
     );
     let width = task_width(n);
     let tiles = &mut tiles[..rows * n];
-    let pack = &mut pack[..KB * n];
-    let task = |(t, (tile, pack)): (usize, (&mut [F], &mut [F]))| {
+    let task = |(t, tile): (usize, &mut [F])| {
         let j0 = t * width;
-        let wd = width.min(n - j0);
-        linear_cols(x, w, bias, (k, n), (j0, wd), tile, pack);
+        linear_cols(x, p, (j0, width.min(n - j0)), tile);
         epilogue(tile);
     };
     if rows * k * n >= PAR_WORK && rayon::current_num_threads() > 1 {
-        tiles.par_chunks_mut(rows * width).zip(pack.par_chunks_mut(KB * width)).enumerate().for_each(task);
+        tiles.par_chunks_mut(rows * width).enumerate().for_each(task);
     } else {
-        tiles.chunks_mut(rows * width).zip(pack.chunks_mut(KB * width)).enumerate().for_each(task);
+        tiles.chunks_mut(rows * width).enumerate().for_each(task);
     }
     scatter(tiles, rows, n, width, out);
 }
@@ -91,75 +84,51 @@ pub(crate) fn scatter<F: Float>(tiles: &[F], rows: usize, n: usize, width: usize
     }
 }
 
-/// Columns `j0..j0 + wd` of every row, into `tile` (`[rows][wd]`).
-///
-/// Rows come in groups of [`ROWS`] that share register tiles; the weights they need are first
-/// copied, [`KB`] rows of `W` at a time, into `pack` as contiguous `KB x COLS` panels. Reading `W`
-/// row by row (long contiguous runs) keeps the hardware prefetcher streaming; walking a 32-column
-/// strip down `W` instead would touch a new 4 KiB page for every 128 bytes. Every element is still
-/// `bias` then one fma per `i` in order: the passes over `i` blocks only park the accumulators in
-/// `tile` between blocks.
-fn linear_cols<F: Float>(
-    x: &[F],
-    w: &[F],
-    bias: &[F],
-    (k, n): (usize, usize),
-    (j0, wd): (usize, usize),
-    tile: &mut [F],
-    pack: &mut [F],
-) {
+/// Columns `j0..j0 + wd` (`j0` a multiple of [`COLS`]) of every row, into `tile` (`[rows][wd]`):
+/// strip by strip, [`ROWS`] rows per register tile, then the rows left over one at a time.
+fn linear_cols<F: Float>(x: &[F], p: &Panels<F>, (j0, wd): (usize, usize), tile: &mut [F]) {
+    let k = p.k;
     let rows = x.len() / k;
     let grouped = rows / ROWS * ROWS;
-    let full = wd / COLS * COLS;
-    for r in 0..rows {
-        tile[r * wd..(r + 1) * wd].copy_from_slice(&bias[j0..j0 + wd]);
-    }
-    for ib in (0..k).step_by(KB) {
-        let kb = KB.min(k - ib);
-        if grouped > 0 {
-            // pack[(jt * kb + i) * COLS + c] = w[ib + i, j0 + jt * COLS + c]
-            for i in 0..kb {
-                let src = &w[(ib + i) * n + j0..(ib + i) * n + j0 + full];
-                for (jt, s) in src.chunks_exact(COLS).enumerate() {
-                    pack[(jt * kb + i) * COLS..(jt * kb + i + 1) * COLS].copy_from_slice(s);
-                }
-            }
-            for jt in 0..full / COLS {
-                let panel = &pack[jt * kb * COLS..(jt + 1) * kb * COLS];
-                for r in (0..grouped).step_by(ROWS) {
-                    tile_4x32(&x[r * k + ib..], k, panel, kb, &mut tile[r * wd + jt * COLS..], wd);
-                }
-            }
-        }
-        // Rows outside the groups (all of them at batch 1), and columns past the last full tile.
+    for jt in (0..wd).step_by(COLS) {
+        let (panel, bias) = p.strip((j0 + jt) / COLS);
+        let cw = COLS.min(wd - jt);
         for r in 0..rows {
-            let cols = if r < grouped { full..wd } else { 0..wd };
-            if cols.is_empty() {
-                continue;
-            }
-            let xr = &x[r * k + ib..r * k + ib + kb];
-            let out = &mut tile[r * wd + cols.start..r * wd + cols.end];
-            for (i, &xi) in xr.iter().enumerate() {
-                let wr = &w[(ib + i) * n + j0 + cols.start..(ib + i) * n + j0 + cols.end];
-                for (o, &wv) in out.iter_mut().zip(wr) {
-                    *o = xi.mul_add(wv, *o);
+            tile[r * wd + jt..r * wd + jt + cw].copy_from_slice(&bias[..cw]);
+        }
+        if cw < COLS {
+            // A strip cut short by the end of the matrix: one column at a time.
+            for r in 0..rows {
+                for c in 0..cw {
+                    let mut acc = tile[r * wd + jt + c];
+                    for (i, &xi) in x[r * k..(r + 1) * k].iter().enumerate() {
+                        acc = xi.mul_add(panel[i * COLS + c], acc);
+                    }
+                    tile[r * wd + jt + c] = acc;
                 }
             }
+            continue;
+        }
+        for r in (0..grouped).step_by(ROWS) {
+            tile_4x32(&x[r * k..], k, panel, &mut tile[r * wd + jt..], wd);
+        }
+        for r in grouped..rows {
+            tile_1x32(&x[r * k..(r + 1) * k], panel, &mut tile[r * wd + jt..r * wd + jt + COLS]);
         }
     }
 }
 
-/// Four rows x [`COLS`] columns over one packed panel (`kb` rows of `W`): the accumulators are
-/// loaded from `out` (row stride `ld`), kept in 16 registers for the whole panel, and stored back.
-/// Row `g` of `x` starts at `x[g * k]`.
-#[inline(always)]
-fn tile_4x32<F: Float>(x: &[F], k: usize, panel: &[F], kb: usize, out: &mut [F], ld: usize) {
+/// Four rows x [`COLS`] columns over one whole strip: the accumulators are loaded from `out` (row
+/// stride `ld`; the bias), kept in 16 registers while the strip's `k` weight rows stream past, and
+/// stored back. Row `g` of `x` starts at `x[g * k]`.
+#[inline(never)] // compiled on its own, so that its vectorisation cannot depend on the caller
+fn tile_4x32<F: Float>(x: &[F], k: usize, panel: &[F], out: &mut [F], ld: usize) {
     let mut acc = [[F::zero(); COLS]; ROWS];
     for (g, a) in acc.iter_mut().enumerate() {
         a.copy_from_slice(&out[g * ld..g * ld + COLS]);
     }
-    let (x0, x1, x2, x3) = (&x[..kb], &x[k..k + kb], &x[2 * k..2 * k + kb], &x[3 * k..3 * k + kb]);
-    for (i, wr) in panel.chunks_exact(COLS).enumerate().take(kb) {
+    let (x0, x1, x2, x3) = (&x[..k], &x[k..2 * k], &x[2 * k..3 * k], &x[3 * k..4 * k]);
+    for (i, wr) in panel.chunks_exact(COLS).enumerate().take(k) {
         let wr: &[F; COLS] = wr.try_into().expect("panel row");
         let xs = [x0[i], x1[i], x2[i], x3[i]];
         for (a, &xi) in acc.iter_mut().zip(&xs) {
@@ -171,6 +140,21 @@ fn tile_4x32<F: Float>(x: &[F], k: usize, panel: &[F], kb: usize, out: &mut [F],
     for (g, a) in acc.iter().enumerate() {
         out[g * ld..g * ld + COLS].copy_from_slice(a);
     }
+}
+
+/// One row x [`COLS`] columns over one whole strip (batch 1: the weights stream through four
+/// accumulator registers, read once, front to back).
+#[inline(never)]
+fn tile_1x32<F: Float>(x: &[F], panel: &[F], out: &mut [F]) {
+    let mut acc = [F::zero(); COLS];
+    acc.copy_from_slice(out);
+    for (&xi, wr) in x.iter().zip(panel.chunks_exact(COLS)) {
+        let wr: &[F; COLS] = wr.try_into().expect("panel row");
+        for c in 0..COLS {
+            acc[c] = xi.mul_add(wr[c], acc[c]);
+        }
+    }
+    out.copy_from_slice(&acc);
 }
 
 /// Lanes of the dot products of [`tied_head`] (one AVX2 register of f32).
@@ -289,8 +273,8 @@ mod tests {
     fn run_linear(x: &[f32], w: &[f32], b: &[f32], k: usize, n: usize) -> Vec<f32> {
         let rows = x.len() / k;
         let mut out = vec![0.0; rows * n];
-        let (mut tiles, mut pack) = (vec![0.0; rows * n], vec![0.0; KB * n]);
-        linear(x, w, b, (k, n), (&mut tiles, &mut pack), &mut out, |_| {});
+        let mut tiles = vec![0.0; rows * n];
+        linear(x, &Panels::of(w, Some(b), k, n), &mut tiles, &mut out, |_| {});
         out
     }
 
