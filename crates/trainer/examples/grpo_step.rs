@@ -99,6 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             old_logp: None,
             ref_logp: Some(ref_logp),
             values: None,
+            critic_only: false,
         };
         let all: Vec<usize> = (0..n).collect();
         let weights = token_weights(Aggregation::TokenMean, &b.mask, NEW as f64);

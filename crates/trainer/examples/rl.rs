@@ -64,6 +64,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "epochs" => c.update.epochs = *v as usize,
                 "mini-batches" => c.update.mini_batches = *v as usize,
                 "entropy" => c.algorithm.entropy_coef = *v,
+                "value-coef" => c.algorithm.value_coef = *v,
+                "critic-warmup" => c.algorithm.critic_warmup = *v as u64,
                 "dynamic" => c.filter.dynamic_sampling = *v != 0.0,
                 other => return Err(format!("unknown flag --{other}").into()),
             }

@@ -158,6 +158,34 @@ fn resumed_rl_run_equals_uninterrupted_run_bit_for_bit() {
     assert_eq!(lines(&full.join("completions.jsonl")), lines(&cut.join("completions.jsonl")));
 }
 
+/// Every parameter's values, by name.
+fn weights(t: &RlTrainer<f32>) -> Vec<(String, Vec<f32>)> {
+    t.policy().params.iter().map(|(_, p)| (p.name.clone(), p.value().iter().copied().collect())).collect()
+}
+
+#[test]
+fn critic_warmup_moves_only_the_value_head_then_the_policy_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = sft_policy(dir.path());
+    let mut c = rl_config(dir.path(), &init, "ppo");
+    c.algorithm.critic_warmup = 2;
+    let mut t = RlTrainer::<f32>::new(c, dir.path().join("rl")).unwrap();
+    let changed = |a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]| -> Vec<String> {
+        a.iter().zip(b).filter(|(x, y)| x.1 != y.1).map(|(x, _)| x.0.clone()).collect()
+    };
+    let w0 = weights(&t);
+    let m = t.step().unwrap();
+    assert!(m.value_loss.is_some() && m.entropy.is_none() && m.policy_loss == Some(0.0), "{m:?}");
+    t.step().unwrap();
+    let w2 = weights(&t);
+    let moved = changed(&w0, &w2);
+    assert!(!moved.is_empty(), "the value head learns during warmup");
+    assert!(moved.iter().all(|n| n.starts_with("value_head.")), "only the value head moved: {moved:?}");
+    t.step().unwrap();
+    let moved = changed(&w2, &weights(&t));
+    assert!(moved.iter().any(|n| n.starts_with("h.")), "after warmup the policy trains: {moved:?}");
+}
+
 #[test]
 fn bad_configs_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -165,6 +193,9 @@ fn bad_configs_name_the_field() {
     c.update.epochs = 2;
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("algorithm.loss"), "{err}");
+    let mut c = rl_config(dir.path(), dir.path(), "grpo");
+    c.algorithm.critic_warmup = 5;
+    assert!(c.validate().unwrap_err().to_string().contains("algorithm.critic_warmup"));
     let mut c = rl_config(dir.path(), dir.path(), "grpo");
     c.rollout.group_size = 1;
     assert!(c.validate().unwrap_err().to_string().contains("rollout.group_size"));

@@ -164,6 +164,9 @@ pub struct AlgorithmConfig {
     pub value_coef: f64,
     /// Value clipping ε around the rollout's values (GAE); none: off.
     pub value_clip: Option<f64>,
+    /// Steps at the start of a GAE run that train only the value head (verl's
+    /// `trainer.critic_warmup`): the policy does not move until its critic gives a baseline.
+    pub critic_warmup: u64,
     /// Weight of the entropy bonus (0: off; entropy is still logged).
     pub entropy_coef: f64,
 }
@@ -187,6 +190,7 @@ impl Default for AlgorithmConfig {
             lambda: 1.0,
             value_coef: 0.5,
             value_clip: Some(0.2),
+            critic_warmup: 0,
             entropy_coef: 0.0,
         }
     }
@@ -499,6 +503,12 @@ impl RlConfig {
             && !positive(c)
         {
             return bad("algorithm.value_clip", format!("a positive number (or absent), got {c}"));
+        }
+        if a.critic_warmup > 0 && a.estimator != Estimator::Gae {
+            return bad(
+                "algorithm.critic_warmup",
+                format!("0 unless the estimator is \"gae\" (no other has a critic), got {}", a.critic_warmup),
+            );
         }
         if !a.entropy_coef.is_finite() {
             return bad("algorithm.entropy_coef", format!("a finite number, got {}", a.entropy_coef));

@@ -115,6 +115,7 @@ pub(crate) fn rl_step<F: Float>(t: &mut RlTrainer<F>, lr: f64, step: u64) -> Res
     let temperature = f64::from(cfg.rollout.temperature);
     let micro = cfg.update.micro_batch_size.unwrap_or(n);
     let gae = cfg.algorithm.estimator == Estimator::Gae;
+    let critic_only = gae && step < cfg.algorithm.critic_warmup;
     let kl_on = t.reference.is_some() && t.kl_coef > 0.0;
     let kl_in_reward = kl_on && cfg.kl.placement == KlPlacement::Reward;
     let multi_pass = cfg.update.epochs > 1 || cfg.update.mini_batches > 1;
@@ -160,6 +161,7 @@ pub(crate) fn rl_step<F: Float>(t: &mut RlTrainer<F>, lr: f64, step: u64) -> Res
             (Some(v), Some(r)) => Some((v, r.mapv(F::of))),
             _ => None,
         },
+        critic_only,
     };
 
     // Update passes.
@@ -210,7 +212,8 @@ pub(crate) fn rl_step<F: Float>(t: &mut RlTrainer<F>, lr: f64, step: u64) -> Res
     m.ratio_min = finite(p.ratio_min);
     m.ratio_max = finite(p.ratio_max);
     m.approx_kl = finite(p.approx_kl);
-    m.entropy = finite(totals.entropy_sum / totals.tokens.max(1.0));
+    // Critic-warmup steps compute no logits for the update, hence no entropy.
+    m.entropy = if critic_only { None } else { finite(totals.entropy_sum / totals.tokens.max(1.0)) };
     if gae {
         m.value_loss = finite(totals.value_loss / updates);
         m.value_clip_frac = finite(totals.value_clip / totals.tokens.max(1.0));

@@ -7,8 +7,8 @@
 //! mini-batch's, whatever the micro-batch size.
 
 use ndarray::{Array2, ArrayD, Axis, Ix2};
-use pglm_autograd::{Float, Tape};
-use pglm_model::Gpt;
+use pglm_autograd::{Float, Tape, Var};
+use pglm_model::{Gpt, Hidden};
 
 use crate::TrainError;
 use crate::rl::config::RlConfig;
@@ -26,6 +26,9 @@ pub struct LossInputs<F> {
     pub ref_logp: Option<Array2<F>>,
     /// The critic's values at rollout time and the GAE returns (PPO with a critic).
     pub values: Option<(Array2<F>, Array2<F>)>,
+    /// Train the value head alone (critic warmup): no policy, KL or entropy term, and the value
+    /// head reads the hidden states detached, so the shared trunk does not move either.
+    pub critic_only: bool,
 }
 
 /// What one optimizer step's passes measured (sums over micro-batches; see [`PassStats::add`]).
@@ -134,36 +137,46 @@ pub fn accumulate<F: Float>(
 
         let mut tape = Tape::new();
         let hidden = policy.forward(&mut tape, &ids, None)?;
-        let mut logits = policy.logits(&mut tape, hidden);
-        if temperature != 1.0 {
-            logits = tape.mul_scalar(logits, 1.0 / temperature);
-        }
-        let logp = tape.token_log_probs(logits, &targets); // (n, W)
-        let old = match &inputs.old_logp {
-            Some(o) => rows_of(o, chunk),
-            None => as2(tape.value(logp)),
+        // Σ of the loss terms so far (`add` folds the next one in).
+        let mut total: Option<Var> = None;
+        let add = |tape: &mut Tape<F>, total: Option<Var>, term: Var| match total {
+            Some(t) => tape.add(t, term),
+            None => term,
         };
-        let terms = loss::policy_loss(&mut tape, logp, &old, &adv, &mask, &w, &pcfg);
-        stats.policy_loss += scalar(&tape, terms.loss);
-        stats.add_policy(&terms.stats);
-        let mut total = terms.loss;
+        if !inputs.critic_only {
+            let mut logits = policy.logits(&mut tape, hidden);
+            if temperature != 1.0 {
+                logits = tape.mul_scalar(logits, 1.0 / temperature);
+            }
+            let logp = tape.token_log_probs(logits, &targets); // (n, W)
+            let old = match &inputs.old_logp {
+                Some(o) => rows_of(o, chunk),
+                None => as2(tape.value(logp)),
+            };
+            let terms = loss::policy_loss(&mut tape, logp, &old, &adv, &mask, &w, &pcfg);
+            stats.policy_loss += scalar(&tape, terms.loss);
+            stats.add_policy(&terms.stats);
+            total = Some(terms.loss);
 
-        if kl_in_loss && let Some(r) = &inputs.ref_logp {
-            let kl = loss::kl_loss(&mut tape, logp, &rows_of(r, chunk), &w, config.kl.estimator);
-            stats.kl_loss += scalar(&tape, kl);
-            let scaled = tape.mul_scalar(kl, kl_coef);
-            total = tape.add(total, scaled);
-        }
+            if kl_in_loss && let Some(r) = &inputs.ref_logp {
+                let kl = loss::kl_loss(&mut tape, logp, &rows_of(r, chunk), &w, config.kl.estimator);
+                stats.kl_loss += scalar(&tape, kl);
+                let scaled = tape.mul_scalar(kl, kl_coef);
+                total = Some(add(&mut tape, total, scaled));
+            }
 
-        let entropy = tape.entropy(logits); // (n, W)
-        stats.entropy_sum += masked_sum(tape.value(entropy), &mask64);
-        if alg.entropy_coef != 0.0 {
-            let bonus = loss::weighted_sum(&mut tape, entropy, &w);
-            let scaled = tape.mul_scalar(bonus, -alg.entropy_coef);
-            total = tape.add(total, scaled);
+            let entropy = tape.entropy(logits); // (n, W)
+            stats.entropy_sum += masked_sum(tape.value(entropy), &mask64);
+            if alg.entropy_coef != 0.0 {
+                let bonus = loss::weighted_sum(&mut tape, entropy, &w);
+                let scaled = tape.mul_scalar(bonus, -alg.entropy_coef);
+                total = Some(add(&mut tape, total, scaled));
+            }
         }
 
         if let Some((old_values, returns)) = &inputs.values {
+            // In critic warmup the head learns on frozen features: the trunk is the policy's too.
+            let hidden = if inputs.critic_only { Hidden { h: tape.detach(hidden.h), ..hidden } } else { hidden };
             let v = policy.values(&mut tape, hidden)?;
             let (vl, clip_frac) = loss::value_loss(
                 &mut tape,
@@ -176,10 +189,13 @@ pub fn accumulate<F: Float>(
             stats.value_loss += scalar(&tape, vl);
             stats.value_clip += clip_frac * mask64.sum();
             let scaled = tape.mul_scalar(vl, alg.value_coef);
-            total = tape.add(total, scaled);
+            total = Some(add(&mut tape, total, scaled));
         }
         stats.tokens += mask64.sum();
 
+        let Some(total) = total else {
+            continue; // critic warmup without a critic cannot happen (validated); nothing to learn
+        };
         let grads = tape.backward(total);
         drop(tape); // release the tape's shares of the weights before they are updated
         grads.accumulate_into(&mut policy.params);
