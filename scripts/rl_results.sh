@@ -21,13 +21,18 @@ if [ "$which" = all ] || [ "$which" = addition ]; then
     --steps 250 --layers 2 --width 128 --heads 4 --context 16 --batch 64 --lr 3e-3 \
     --eval-every 250 --holdout 512 --examples 500 >/dev/null
   for seed in $seeds; do
-    for alg in reinforce rloo grpo dr_grpo ppo; do
-      extra=""
-      [ "$alg" = ppo ] && extra="--epochs 2 --mini-batches 2"
+    # PPO three ways: one pass per batch like the others; 2 epochs x 2 mini-batches at a quarter
+    # of the learning rate (the same step size per batch); and 2 x 2 at the full rate.
+    for alg in reinforce rloo grpo dr_grpo ppo ppo-2x2 ppo-2x2-lr1e-4; do
+      preset=${alg%%-*} lr=1e-4 extra=""
+      case "$alg" in
+        ppo-2x2) lr=2.5e-5 extra="--epochs 2 --mini-batches 2" ;;
+        ppo-2x2-lr1e-4) extra="--epochs 2 --mini-batches 2" ;;
+      esac
       run="$out/addition-$alg-s$seed"
       start=$(date +%s)
       "$bin/examples/rl" --data "$out/data/addition" --init "$out/addition-sft" --out "$run" \
-        --preset "$alg" --steps 300 --lr 1e-4 --max-new 5 --examples 500 --eval-every 50 \
+        --preset "$preset" --steps 300 --lr "$lr" --max-new 5 --examples 500 --eval-every 50 \
         --seed "$seed" $extra >/dev/null
       echo "addition $alg seed $seed: accuracy $(accuracy "$run") wall $(( $(date +%s) - start ))s"
     done
