@@ -176,7 +176,8 @@ pub fn accumulate<F: Float>(
 
         if let Some((old_values, returns)) = &inputs.values {
             // In critic warmup the head learns on frozen features: the trunk is the policy's too.
-            let hidden = if inputs.critic_only { Hidden { h: tape.detach(hidden.h), ..hidden } } else { hidden };
+            let hidden =
+                if inputs.critic_only { Hidden { h: tape.detach(hidden.h), ..hidden } } else { hidden };
             let v = policy.values(&mut tape, hidden)?;
             let (vl, clip_frac) = loss::value_loss(
                 &mut tape,
