@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rl.kl.placement = KlPlacement::Loss;
     let mut opt = AdamW::new(1e-4).with_betas(0.9, 0.95).with_weight_decay(0.0);
     let mut sampler = Sampler::<f32>::new(&cfg, PROMPTS * GROUP);
-    let mut rows: Vec<[f64; 4]> = Vec::new();
+    let mut rows: Vec<[f64; 7]> = Vec::new();
     for step in 0..steps + warmup {
         let t0 = Instant::now();
         // Random prompts (a SplitMix-style hash of the step and position).
@@ -104,24 +104,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let all: Vec<usize> = (0..n).collect();
         let weights = token_weights(Aggregation::TokenMean, &b.mask, NEW as f64);
         policy.params.zero_grad();
-        accumulate(&mut policy, &rl, &b, &inputs, &all, &weights, 0.04, n)?;
+        let pass = accumulate(&mut policy, &rl, &b, &inputs, &all, &weights, 0.04, n)?;
         clip_grad_norm(&mut policy.params, f64::INFINITY);
         opt.step(&mut policy.params, 1e-4);
         let t3 = Instant::now();
         if step >= warmup {
             let s = |a: Instant, b: Instant| (b - a).as_secs_f64();
-            rows.push([s(t0, t3), s(t0, t1), s(t1, t2), s(t2, t3)]);
+            let opt_s = s(t2, t3) - pass.forward_s - pass.backward_s;
+            rows.push([s(t0, t3), s(t0, t1), s(t1, t2), s(t2, t3), pass.forward_s, pass.backward_s, opt_s]);
         }
     }
     let col = |k: usize| median(rows.iter().map(|r| r[k]).collect());
     let gen_tokens = (PROMPTS * GROUP * NEW) as f64;
     println!(
-        "GRPO step (S): total {:.1} ms | gen {:.1} ms ({:.0} tok/s) | ref+reward {:.1} ms | update {:.1} ms",
+        "GRPO step (S): total {:.1} ms | gen {:.1} ms ({:.0} tok/s) | ref+reward {:.1} ms | update {:.1} ms \
+         (fwd+loss {:.1}, bwd {:.1}, clip+opt {:.1})",
         col(0) * 1e3,
         col(1) * 1e3,
         gen_tokens / col(1),
         col(2) * 1e3,
-        col(3) * 1e3
+        col(3) * 1e3,
+        col(4) * 1e3,
+        col(5) * 1e3,
+        col(6) * 1e3
     );
     Ok(())
 }

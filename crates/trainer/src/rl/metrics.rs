@@ -90,6 +90,13 @@ pub struct RlStepMetrics {
     pub time_logprobs_s: f64,
     /// See `time_gen_s`.
     pub time_update_s: f64,
+    /// Of `time_update_s`: seconds in the forward passes and losses, and in the backward passes
+    /// (with the gradients' accumulation); the rest is clipping and the optimizer.
+    #[serde(default)]
+    pub time_forward_s: f64,
+    /// See `time_forward_s`.
+    #[serde(default)]
+    pub time_backward_s: f64,
     /// Generated tokens per second of the whole step (wall-clock).
     pub tokens_per_sec: f64,
     /// Seconds since the run started (wall-clock).
@@ -103,8 +110,16 @@ pub struct RlStepMetrics {
 }
 
 /// The fields that depend on wall-clock time; everything else is reproducible bit for bit.
-pub const RL_WALL_CLOCK_FIELDS: &[&str] =
-    &["time_gen_s", "time_score_s", "time_logprobs_s", "time_update_s", "tokens_per_sec", "elapsed_s"];
+pub const RL_WALL_CLOCK_FIELDS: &[&str] = &[
+    "time_gen_s",
+    "time_score_s",
+    "time_logprobs_s",
+    "time_update_s",
+    "time_forward_s",
+    "time_backward_s",
+    "tokens_per_sec",
+    "elapsed_s",
+];
 
 /// One row of the completions table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -201,6 +201,8 @@ pub(crate) fn rl_step<F: Float>(t: &mut RlTrainer<F>, lr: f64, step: u64) -> Res
         }
     }
     m.time_update_s = t2.elapsed().as_secs_f64();
+    m.time_forward_s = totals.forward_s;
+    m.time_backward_s = totals.backward_s;
     m.nonfinite_total = t.guard.state.total;
     let updates = m.updates.max(1) as f64;
     m.policy_loss = finite(totals.policy_loss / updates);

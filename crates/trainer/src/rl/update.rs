@@ -6,6 +6,8 @@
 //! micro-batch's loss is just its rows' share of the sum and the accumulated gradient equals the
 //! mini-batch's, whatever the micro-batch size.
 
+use std::time::Instant;
+
 use ndarray::{Array2, ArrayD, Axis, Ix2};
 use pglm_autograd::{Float, Tape, Var};
 use pglm_model::{Gpt, Hidden};
@@ -48,6 +50,11 @@ pub struct PassStats {
     pub policy: PolicyStats,
     /// Masked tokens seen.
     pub tokens: f64,
+    /// Wall-clock seconds in the forward passes with their losses, and in the backward passes
+    /// with the accumulation of the gradients (not deterministic; for the metrics only).
+    pub forward_s: f64,
+    /// See `forward_s`.
+    pub backward_s: f64,
 }
 
 impl PassStats {
@@ -72,6 +79,8 @@ impl PassStats {
         self.kl_loss += o.kl_loss;
         self.entropy_sum += o.entropy_sum;
         self.tokens += o.tokens;
+        self.forward_s += o.forward_s;
+        self.backward_s += o.backward_s;
         let (p, s) = (&mut self.policy, &o.policy);
         if s.tokens > 0.0 {
             let first = p.tokens == 0.0;
@@ -135,6 +144,7 @@ pub fn accumulate<F: Float>(
         let w: Array2<F> = rows_of(weights, &local).mapv(F::of);
         let adv = rows_of(&inputs.adv, chunk);
 
+        let t_forward = Instant::now();
         let mut tape = Tape::new();
         let hidden = policy.forward(&mut tape, &ids, None)?;
         // Σ of the loss terms so far (`add` folds the next one in).
@@ -197,9 +207,12 @@ pub fn accumulate<F: Float>(
         let Some(total) = total else {
             continue; // critic warmup without a critic cannot happen (validated); nothing to learn
         };
+        let t_backward = Instant::now();
+        stats.forward_s += (t_backward - t_forward).as_secs_f64();
         let grads = tape.backward(total);
         drop(tape); // release the tape's shares of the weights before they are updated
         grads.accumulate_into(&mut policy.params);
+        stats.backward_s += t_backward.elapsed().as_secs_f64();
     }
     Ok(stats)
 }
