@@ -138,7 +138,7 @@ impl<F: Float> InferScratch<F> {
             scores: z(max_rows * config.n_head * config.context_length),
             tiles: z(max_rows * (4 * c).max(config.vocab_size)),
             packed: PackedWeights::new(),
-            zeros: z(4 * c),
+            zeros: z(c),
         }
     }
 }

@@ -48,11 +48,14 @@ pub fn greedy_decode<F: Float>(
     let cfg = model.config();
     let v = cfg.vocab_size;
     let mut out = Vec::with_capacity(prompts.len());
+    // One scratch for every chunk (it holds the packed weights, made once per call), sized for the
+    // largest prefill.
+    let max_rows = prompts.chunks(SLOTS).map(|c| c.iter().map(Vec::len).sum::<usize>().max(c.len())).max();
+    let mut scratch = InferScratch::<F>::new(cfg, max_rows.unwrap_or(0));
     for chunk in prompts.chunks(SLOTS) {
         let mut cache = KvCache::<F>::new(cfg, chunk.len(), cfg.context_length);
         let prefill: Vec<(usize, u32)> =
             chunk.iter().enumerate().flat_map(|(s, p)| p.iter().map(move |&t| (s, t))).collect();
-        let mut scratch = InferScratch::<F>::new(cfg, prefill.len().max(chunk.len()));
         let mut logits = vec![F::zero(); prefill.len() * v];
         model.forward_cached(&mut cache, &mut scratch, &prefill, &mut logits)?;
         // The last prefill row of each slot holds its first next-token logits.

@@ -165,7 +165,8 @@ pub struct AlgorithmConfig {
     /// Value clipping ε around the rollout's values (GAE); none: off.
     pub value_clip: Option<f64>,
     /// Steps at the start of a GAE run that train only the value head (verl's
-    /// `trainer.critic_warmup`): the policy does not move until its critic gives a baseline.
+    /// `trainer.critic_warmup`): the policy gets no gradient until its critic gives a baseline
+    /// (a non-zero `optim.weight_decay` still decays it; RL's default is 0).
     pub critic_warmup: u64,
     /// Weight of the entropy bonus (0: off; entropy is still logged).
     pub entropy_coef: f64,

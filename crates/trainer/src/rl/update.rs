@@ -29,7 +29,7 @@ pub struct LossInputs<F> {
     /// The critic's values at rollout time and the GAE returns (PPO with a critic).
     pub values: Option<(Array2<F>, Array2<F>)>,
     /// Train the value head alone (critic warmup): no policy, KL or entropy term, and the value
-    /// head reads the hidden states detached, so the shared trunk does not move either.
+    /// head reads the hidden states detached, so the shared trunk gets no gradient either.
     pub critic_only: bool,
 }
 
