@@ -6,6 +6,8 @@ mod bench;
 mod data;
 
 fn main() -> Result<()> {
+    // Keep freed memory in the process: each step reuses the last one's pages instead of faulting them in.
+    pglm_autograd::memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("gradcheck") => gradcheck(&args[1..]),

@@ -6,6 +6,7 @@
 //! or `f64` (gradient checks). Parameters live outside the tape in a [`ParamStore`], so the
 //! optimizers in [`optim`] update them in place. Every op's backward is written by hand and checked
 //! against finite differences by a property test (`cargo xtask gradcheck` prints the table).
+//! A program that trains should call [`memory::keep_freed_memory`] once at start (see why there).
 //!
 //! ```
 //! use ndarray::{ArrayD, IxDyn};
@@ -38,6 +39,7 @@
 //! ```
 
 mod float;
+pub mod memory;
 pub mod ops;
 pub mod optim;
 mod params;

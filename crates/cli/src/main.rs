@@ -86,6 +86,8 @@ fn run(cli: Cli) -> anyhow::Result<drive::Exit> {
 }
 
 fn main() {
+    // Keep freed memory in the process: each step reuses the last one's pages instead of faulting them in.
+    pglm_autograd::memory::keep_freed_memory();
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(drive::Exit::Done) => 0,

@@ -70,6 +70,8 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    // Keep freed memory in the process: each step reuses the last one's pages instead of faulting them in.
+    pglm_autograd::memory::keep_freed_memory();
     let threads = arg("--threads", 2);
     let reps = arg("--reps", 7);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("one global pool");

@@ -33,6 +33,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Keep freed memory in the process: each step reuses the last one's pages instead of faulting them in.
+    pglm_autograd::memory::keep_freed_memory();
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("a number")).collect();
     let (steps, warmup) = (args.first().copied().unwrap_or(10), args.get(1).copied().unwrap_or(2));
     let cfg = GptConfig::new(64, 64, 2, 4, 128);

@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use pglm_trainer::rl::{AlgorithmConfig, RlConfig, RlTrainer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Keep freed memory in the process: each step reuses the last one's pages instead of faulting them in.
+    pglm_autograd::memory::keep_freed_memory();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut data = PathBuf::from("data/addition");
     let mut init = PathBuf::from("runs/addition");

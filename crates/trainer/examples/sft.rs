@@ -83,6 +83,8 @@ fn parse() -> Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Keep freed memory in the process: each step reuses the last one's pages instead of faulting them in.
+    pglm_autograd::memory::keep_freed_memory();
     let a = parse();
     let mut trainer = if a.out.join("config.json").exists() {
         println!("resuming {}", a.out.display());
