@@ -6,7 +6,7 @@
 //! trimmed once more than a few tens of MB lie free there. The next step then faults the same
 //! memory back in, page by page, each page zeroed by the kernel first. On the VMs pglm is measured
 //! on, that costs about 1 ms per MB: a linear layer's forward and backward at config L took 59-67 ms
-//! instead of 42 ms, and a whole training step 5-30% longer (docs/PERFORMANCE.md).
+//! instead of 42 ms, and a whole training step 4-20% longer (docs/PERFORMANCE.md).
 //!
 //! [`keep_freed_memory`] tells `malloc` to keep what is freed (the process's footprint stays at its
 //! peak, which a training loop reaches every step anyway). It is a process-wide setting, so the
@@ -26,9 +26,9 @@ const MMAP_THRESHOLD: libc::c_int = 32 << 20;
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: `mallopt` only changes glibc's tuning parameters; it takes plain integers, touches
-        // no memory of ours, and glibc serialises it against concurrent allocation (it locks every
-        // arena). Both parameters and values are documented in mallopt(3) and checked by its return.
+        // SAFETY: `mallopt` only changes two of glibc's tuning parameters (under its main arena's
+        // lock); it takes plain integers and touches no memory of ours. Both parameters and the
+        // ranges of their values are documented in mallopt(3); glibc rejects others with 0.
         let mmap = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
         let trim = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) };
         mmap == 1 && trim == 1
