@@ -66,6 +66,34 @@ fn cached_decoding_matches_the_full_forward() {
 }
 
 #[test]
+fn long_cached_decoding_matches_the_full_forward_and_copies_of_its_slot() {
+    // A cache of 90 positions and an 85-token sequence: the attention scores run in blocks of 64,
+    // then 16, then single positions (see `infer::attention`), and a copied slot carries on alike.
+    let model = Gpt::<f32>::new(GptConfig::new(11, 96, 1, 2, 32), 6).unwrap();
+    let v = 11;
+    let seq: Vec<u32> = (0..85u32).map(|i| (i * 7 + 3) % 11).collect();
+    let full = full_logits(&model, &seq);
+    let mut cache = KvCache::new(model.config(), 2, 90);
+    let mut scratch = InferScratch::new(model.config(), 8);
+    let mut row = vec![0.0f32; v];
+    let mut got = Vec::new();
+    for &t in &seq[..78] {
+        model.forward_cached(&mut cache, &mut scratch, &[(0, t)], &mut row).unwrap();
+        got.extend_from_slice(&row);
+    }
+    cache.copy_slot(0, 1);
+    let mut two = vec![0.0f32; 2 * v];
+    for &t in &seq[78..] {
+        model.forward_cached(&mut cache, &mut scratch, &[(0, t), (1, t)], &mut two).unwrap();
+        assert_eq!(two[..v], two[v..], "the copied slot differs from its source");
+        got.extend_from_slice(&two[..v]);
+    }
+    for (i, (a, b)) in got.iter().zip(&full).enumerate() {
+        assert!((a - b).abs() <= 1e-5, "position {}, token {}: cached {a}, full {b}", i / v, i % v);
+    }
+}
+
+#[test]
 fn cached_logits_do_not_depend_on_the_batch() {
     let model = Gpt::<f32>::new(tiny(13, 48), 4).unwrap();
     let v = 13;

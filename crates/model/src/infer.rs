@@ -28,8 +28,10 @@ pub struct KvCache<F> {
     n_head: usize,
     head_dim: usize,
     capacity: usize,
-    /// Layout `[layer][slot][head][position][head_dim]`: one head's keys are contiguous.
+    /// Keys, transposed per head: `[layer][slot][head][head_dim][position]`, so that a query's
+    /// scores against all positions are column blocks of one small product (see `attention`).
     k: Vec<F>,
+    /// Values: `[layer][slot][head][position][head_dim]`, one head's values contiguous.
     v: Vec<F>,
     lens: Vec<usize>,
 }
@@ -82,21 +84,23 @@ impl<F: Float> KvCache<F> {
             return;
         }
         let len = self.lens[from];
-        let run = len * self.head_dim;
+        let (hs, cap) = (self.head_dim, self.capacity);
         for layer in 0..self.n_layer {
             for head in 0..self.n_head {
-                let src = self.offset(layer, from, head, 0);
-                let dst = self.offset(layer, to, head, 0);
-                self.k.copy_within(src..src + run, dst);
-                self.v.copy_within(src..src + run, dst);
+                let (src, dst) = (self.head_base(layer, from, head), self.head_base(layer, to, head));
+                self.v.copy_within(src..src + len * hs, dst);
+                for i in 0..hs {
+                    self.k.copy_within(src + i * cap..src + i * cap + len, dst + i * cap);
+                }
             }
         }
         self.lens[to] = len;
     }
 
+    /// Where one head of one slot starts, in `k` and in `v` alike (`head_dim · capacity` values).
     #[inline]
-    fn offset(&self, layer: usize, slot: usize, head: usize, pos: usize) -> usize {
-        (((layer * self.slots + slot) * self.n_head + head) * self.capacity + pos) * self.head_dim
+    fn head_base(&self, layer: usize, slot: usize, head: usize) -> usize {
+        ((layer * self.slots + slot) * self.n_head + head) * self.capacity * self.head_dim
     }
 }
 
@@ -146,7 +150,22 @@ impl<F: Float> InferScratch<F> {
 impl<F: Float> Gpt<F> {
     /// Appends one token per row to its slot and writes each row's next-token logits into
     /// `logits` (rows x vocab, row-major). Rows of the same slot are consecutive positions in order.
+    ///
+    /// Runs on a thread of rayon's pool: a call from outside the pool moves there once, so that
+    /// the step's twenty-odd parallel products each cost a fork-join between workers (about
+    /// 2 µs) instead of a hand-over from outside (10-20 µs). A caller that makes many calls in a
+    /// row (a decode loop) does best to make them all from inside the pool, as the sampler does.
     pub fn forward_cached(
+        &self,
+        cache: &mut KvCache<F>,
+        scratch: &mut InferScratch<F>,
+        rows: &[(usize, u32)],
+        logits: &mut [F],
+    ) -> Result<(), ModelError> {
+        rayon::scope(|_| self.forward_cached_here(cache, scratch, rows, logits))
+    }
+
+    fn forward_cached_here(
         &self,
         cache: &mut KvCache<F>,
         scratch: &mut InferScratch<F>,
@@ -230,8 +249,8 @@ impl<F: Float> Gpt<F> {
             add_in_place(x, y);
         }
         self.ln(self.ids.ln_f, x, xn, &s.zeros, eps);
-        // Tied head: logits[r, v] = xn[r] · wte[v].
-        matmul::tied_head(xn, wte, c, tiles, logits);
+        // Tied head: logits[r, v] = xn[r] · wte[v], as a product with the packed wteᵀ.
+        matmul::linear(xn, packed.head(), tiles, logits, no_epilogue);
         Ok(())
     }
 

@@ -5,7 +5,6 @@ use pglm_autograd::ops::nn::kernels::softmax_row_in_place;
 use rayon::prelude::*;
 
 use super::KvCache;
-use super::matmul::dots;
 
 /// Multiply-adds (q·k plus a·v over all rows and heads) below which attention stays on the
 /// calling thread.
@@ -20,12 +19,16 @@ pub(crate) fn write_kv<F: Float>(
     qkv: &[F],
     c: usize,
 ) {
-    let hs = cache.head_dim;
+    let (hs, cap) = (cache.head_dim, cache.capacity);
     for (r, &(slot, _)) in rows.iter().enumerate() {
         let row = &qkv[r * 3 * c..(r + 1) * 3 * c];
         for h in 0..cache.n_head {
-            let o = cache.offset(layer, slot, h, pos[r]);
-            cache.k[o..o + hs].copy_from_slice(&row[c + h * hs..c + (h + 1) * hs]);
+            let base = cache.head_base(layer, slot, h);
+            let key = &row[c + h * hs..c + (h + 1) * hs];
+            for (i, &ki) in key.iter().enumerate() {
+                cache.k[base + i * cap + pos[r]] = ki;
+            }
+            let o = base + pos[r] * hs;
             cache.v[o..o + hs].copy_from_slice(&row[2 * c + h * hs..2 * c + (h + 1) * hs]);
         }
     }
@@ -49,11 +52,10 @@ pub(crate) fn attend<F: Float>(
     let scale = F::of(1.0 / (hs as f64).sqrt());
     let work = |(i, (out, sc)): (usize, (&mut [F], &mut [F]))| {
         let (r, h) = (i / nh, i % nh);
-        let t = pos[r] + 1;
         let q = &qkv[r * 3 * c + h * hs..][..hs];
-        let base = cache.offset(layer, rows[r].0, h, 0);
-        let (keys, values) = (&cache.k[base..base + t * hs], &cache.v[base..base + t * hs]);
-        head(q, keys, values, scale, &mut sc[..t], out);
+        let base = cache.head_base(layer, rows[r].0, h);
+        let (keys_t, values) = (&cache.k[base..base + hs * t_max], &cache.v[base..base + hs * t_max]);
+        head(q, keys_t, values, pos[r] + 1, scale, sc, out);
     };
     let n = rows.len() * nh;
     let items = att[..n * hs].chunks_mut(hs).zip(scores[..n * t_max].chunks_mut(t_max));
@@ -70,17 +72,36 @@ pub(crate) fn attend<F: Float>(
     }
 }
 
-/// One head of one row: `s_p = q·k_p · scale`, `a = softmax(s)`, `out = Σ_p a_p v_p`.
+/// One head of one row over its first `t` positions: `s_p = (q·k_p) · scale`,
+/// `a = softmax(s)`, `out = Σ_p a_p v_p`. `keys_t` is the head's keys transposed
+/// (`hs x t_max`), `sc` has room for `t_max` scores.
 #[inline]
-fn head<F: Float>(q: &[F], keys: &[F], values: &[F], scale: F, sc: &mut [F], out: &mut [F]) {
-    let hs = q.len();
-    // One key at a time: consecutive keys' sums are independent, so the core overlaps them.
-    for (s, k) in sc.iter_mut().zip(keys.chunks_exact(hs)) {
-        *s = dots::<F, 1, 1>(q, k, hs)[0][0] * scale;
+fn head<F: Float>(q: &[F], keys_t: &[F], values: &[F], t: usize, scale: F, sc: &mut [F], out: &mut [F]) {
+    let (hs, t_max) = (q.len(), sc.len());
+    // s = q·Kᵀ, a block of positions at a time: each s_p is `fma(q_i, k_p[i], ·)` over i in
+    // order, its block's accumulators in registers. Blocks of 64 keep four independent chains
+    // of fmas in flight (a block of 16 is one chain, bound by the fma's latency), so they are
+    // used even where they run past `t`: the extra scores are never read, and no block runs
+    // past the cache's capacity.
+    let mut p = 0;
+    while p < t {
+        if p + 64 <= t_max {
+            weighted_sum::<F, 64>(q, keys_t, t_max, p, &mut sc[p..p + 64]);
+            p += 64;
+        } else if p + 16 <= t_max {
+            weighted_sum::<F, 16>(q, keys_t, t_max, p, &mut sc[p..p + 16]);
+            p += 16;
+        } else {
+            weighted_sum::<F, 1>(q, keys_t, t_max, p, &mut sc[p..p + 1]);
+            p += 1;
+        }
     }
+    let sc = &mut sc[..t];
+    sc.iter_mut().for_each(|s| *s *= scale);
     softmax_row_in_place(sc);
     // out = Σ_p a_p v_p, in column blocks whose accumulators stay in registers across p
     // (accumulating in memory would chain every step through a store and a load).
+    let values = &values[..t * hs];
     let mut d = 0;
     while d + 64 <= hs {
         weighted_sum::<F, 64>(sc, values, hs, d, &mut out[d..d + 64]);
@@ -95,12 +116,13 @@ fn head<F: Float>(q: &[F], keys: &[F], values: &[F], scale: F, sc: &mut [F], out
     }
 }
 
-/// out[j] = Σ_p a[p] · v[p, d0 + j] for `B` columns, one fma per p in order.
+/// out[j] = Σ_p a[p] · m[p, d0 + j] for `B` columns of `m` (rows of `stride` values), one fma
+/// per p in order.
 #[inline(always)]
-fn weighted_sum<F: Float, const B: usize>(a: &[F], values: &[F], hs: usize, d0: usize, out: &mut [F]) {
+fn weighted_sum<F: Float, const B: usize>(a: &[F], m: &[F], stride: usize, d0: usize, out: &mut [F]) {
     let mut acc = [F::zero(); B];
-    for (&ap, vr) in a.iter().zip(values.chunks_exact(hs)) {
-        let v: &[F; B] = vr[d0..d0 + B].try_into().expect("value block");
+    for (&ap, mr) in a.iter().zip(m.chunks_exact(stride)) {
+        let v: &[F; B] = mr[d0..d0 + B].try_into().expect("column block");
         for j in 0..B {
             acc[j] = ap.mul_add(v[j], acc[j]);
         }

@@ -1,5 +1,6 @@
-//! The decode kernels' matrix products: `y = x·W + b` (the blocks' linear layers, W read from its
-//! packed strips, see `packed`) and `logits = x·Eᵀ` (the tied head, E = wte stored `(vocab, C)`).
+//! The decode kernels' matrix product `y = x·W + b`, W read from its packed strips (see
+//! `packed`): the blocks' linear layers, and the tied head `logits = x·Eᵀ` with Eᵀ packed as a
+//! `C x vocab` weight without bias.
 //!
 //! Batch independence: every output element is one fixed sequence of floating-point operations
 //! that depends only on its own row of `x` and the weights, never on how many rows are computed
@@ -157,105 +158,6 @@ fn tile_1x32<F: Float>(x: &[F], panel: &[F], out: &mut [F]) {
     out.copy_from_slice(&acc);
 }
 
-/// Lanes of the dot products of [`tied_head`] (one AVX2 register of f32).
-const LANES: usize = 8;
-
-/// logits[r, v] = x[r, :] · e[v, :] (the tied LM head; `e` is `(vocab, c)` row-major).
-/// `tiles` is scratch of at least `rows * vocab`.
-///
-/// Each element: lane `l` sums `fma(x[i], e[v, i], acc_l)` over `i ≡ l (mod 8)` in order, the
-/// lanes are combined as a vector reduction would (`l` with `l + 4`, then with `l + 2`, then `l + 1`), then the `c mod 8` tail terms are added in order.
-pub(crate) fn tied_head<F: Float>(x: &[F], e: &[F], c: usize, tiles: &mut [F], logits: &mut [F]) {
-    let vocab = e.len() / c;
-    let rows = x.len() / c;
-    assert!(
-        e.len() == vocab * c && x.len() == rows * c && logits.len() == rows * vocab,
-        "tied_head: x {}, wte {}, logits {} (C {c})",
-        x.len(),
-        e.len(),
-        logits.len()
-    );
-    let width = task_width(vocab);
-    let tiles = &mut tiles[..rows * vocab];
-    let task = |(t, tile): (usize, &mut [F])| {
-        let v0 = t * width;
-        head_cols(x, e, c, v0, width.min(vocab - v0), tile)
-    };
-    if rows * vocab * c >= PAR_WORK && rayon::current_num_threads() > 1 {
-        tiles.par_chunks_mut(rows * width).enumerate().for_each(task);
-    } else {
-        tiles.chunks_mut(rows * width).enumerate().for_each(task);
-    }
-    scatter(tiles, rows, vocab, width, logits);
-}
-
-/// Vocabulary entries `v0..v0 + wd` of every row into `tile` (`[rows][wd]`), four rows x four
-/// entries per register tile (16 lane accumulators).
-fn head_cols<F: Float>(x: &[F], e: &[F], c: usize, v0: usize, wd: usize, tile: &mut [F]) {
-    let rows = x.len() / c;
-    let mut r = 0;
-    while r + 4 <= rows {
-        let mut v = 0;
-        while v + 4 <= wd {
-            let d = dots::<F, 4, 4>(&x[r * c..], &e[(v0 + v) * c..], c);
-            for (g, dg) in d.iter().enumerate() {
-                tile[(r + g) * wd + v..(r + g) * wd + v + 4].copy_from_slice(dg);
-            }
-            v += 4;
-        }
-        for v in v..wd {
-            let d = dots::<F, 4, 1>(&x[r * c..], &e[(v0 + v) * c..], c);
-            for (g, dg) in d.iter().enumerate() {
-                tile[(r + g) * wd + v] = dg[0];
-            }
-        }
-        r += 4;
-    }
-    for r in r..rows {
-        let mut v = 0;
-        while v + 4 <= wd {
-            let d = dots::<F, 1, 4>(&x[r * c..], &e[(v0 + v) * c..], c);
-            tile[r * wd + v..r * wd + v + 4].copy_from_slice(&d[0]);
-            v += 4;
-        }
-        for v in v..wd {
-            tile[r * wd + v] = dots::<F, 1, 1>(&x[r * c..], &e[(v0 + v) * c..], c)[0][0];
-        }
-    }
-}
-
-/// The `R x V` dot products of rows `a[g*c..]` (g < R) with rows `b[u*c..]` (u < V), each in the
-/// fixed lane order documented at [`tied_head`]. Also the attention scores' kernel (q · k_p).
-#[inline(always)]
-pub(crate) fn dots<F: Float, const R: usize, const V: usize>(a: &[F], b: &[F], c: usize) -> [[F; V]; R] {
-    let mut acc = [[[F::zero(); LANES]; V]; R];
-    let body = c / LANES * LANES;
-    for i0 in (0..body).step_by(LANES) {
-        for (g, ag) in acc.iter_mut().enumerate() {
-            let xa: &[F; LANES] = a[g * c + i0..g * c + i0 + LANES].try_into().expect("lane block");
-            for (u, au) in ag.iter_mut().enumerate() {
-                let xb: &[F; LANES] = b[u * c + i0..u * c + i0 + LANES].try_into().expect("lane block");
-                for l in 0..LANES {
-                    au[l] = xa[l].mul_add(xb[l], au[l]);
-                }
-            }
-        }
-    }
-    let mut out = [[F::zero(); V]; R];
-    for g in 0..R {
-        for u in 0..V {
-            let l = &acc[g][u];
-            // A vector reduction's order: halves, then halves again.
-            let mut s = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
-            for i in body..c {
-                s = a[g * c + i].mul_add(b[u * c + i], s);
-            }
-            out[g][u] = s;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,27 +208,5 @@ mod tests {
             one.install(|| run_linear(&x, &w, &b, k, n)),
             three.install(|| run_linear(&x, &w, &b, k, n))
         );
-    }
-
-    #[test]
-    fn infer_tied_head_matches_f64_and_each_row_is_the_same_bits_alone() {
-        for (c, vocab) in [(48, 13), (256, 512), (20, 7)] {
-            let rows = 9;
-            let (x, e) = (filled(rows * c, 7), filled(vocab * c, 8));
-            let head = |x: &[f32]| {
-                let r = x.len() / c;
-                let (mut out, mut tiles) = (vec![0.0; r * vocab], vec![0.0; r * vocab]);
-                tied_head(x, &e, c, &mut tiles, &mut out);
-                out
-            };
-            let all = head(&x);
-            for r in 0..rows {
-                assert_eq!(&all[r * vocab..(r + 1) * vocab], &head(&x[r * c..(r + 1) * c])[..]);
-                for v in 0..vocab {
-                    let exact: f64 = (0..c).map(|i| x[r * c + i] as f64 * e[v * c + i] as f64).sum();
-                    assert!((all[r * vocab + v] as f64 - exact).abs() < 1e-4);
-                }
-            }
-        }
     }
 }

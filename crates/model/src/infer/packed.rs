@@ -9,7 +9,8 @@
 //!
 //! The copy is remade only when the model's parameters have changed since it was made (their
 //! [`ParamStore::stamp`](pglm_autograd::ParamStore::stamp)): once per generation call in an RL
-//! loop, never once per token. It costs as much memory as the blocks' weights.
+//! loop, never once per token. It costs as much memory as the weights it copies: the blocks'
+//! linear layers and `wte` (the tied head reads it transposed, as one more packed weight).
 
 use pglm_autograd::{Float, ParamId};
 
@@ -48,8 +49,8 @@ impl<F: Float> Panels<F> {
         (&self.w[s * len..(s + 1) * len], &self.bias[s * COLS..(s + 1) * COLS])
     }
 
-    /// Repacks `w` (`k x n`, row-major) and `bias` into this buffer, reusing its memory.
-    fn fill(&mut self, w: &[F], bias: Option<&[F]>, k: usize, n: usize) {
+    /// Sizes the buffers for a `k x n` weight (zeros), reusing their memory.
+    fn reset(&mut self, k: usize, n: usize) {
         let strips = n.div_ceil(COLS);
         self.k = k;
         self.n = n;
@@ -57,6 +58,11 @@ impl<F: Float> Panels<F> {
         self.w.resize(strips * k * COLS, F::zero());
         self.bias.clear();
         self.bias.resize(strips * COLS, F::zero());
+    }
+
+    /// Repacks `w` (`k x n`, row-major) and `bias` into this buffer, reusing its memory.
+    fn fill(&mut self, w: &[F], bias: Option<&[F]>, k: usize, n: usize) {
+        self.reset(k, n);
         if let Some(b) = bias {
             self.bias[..n].copy_from_slice(b);
         }
@@ -68,18 +74,39 @@ impl<F: Float> Panels<F> {
             }
         }
     }
+
+    /// Packs the transpose of `e` (`n x k`, row-major; the tied head's `wte`) as a `k x n`
+    /// weight without bias: column `v` of the product is row `v` of `e`.
+    fn fill_transposed(&mut self, e: &[F], k: usize, n: usize) {
+        self.reset(k, n);
+        for (v, row) in e.chunks_exact(k).enumerate() {
+            let (s, col) = (v / COLS, v % COLS);
+            for (i, &x) in row.iter().enumerate() {
+                self.w[(s * k + i) * COLS + col] = x;
+            }
+        }
+    }
 }
 
-/// The four linear layers of every block, packed, and the stamp of the weights they came from.
+/// The four linear layers of every block and the tied head, packed, and the stamp of the
+/// weights they came from.
 pub(crate) struct PackedWeights<F> {
     stamp: Option<(u64, u64)>,
     /// `[4 · layer + j]`, j = 0 `c_attn`, 1 `attn.c_proj`, 2 `c_fc`, 3 `mlp.c_proj`.
     layers: Vec<Panels<F>>,
+    /// `wteᵀ` (`C x vocab`): the head's product is then the same kernel as the blocks'.
+    head: Panels<F>,
 }
 
 impl<F: Float> PackedWeights<F> {
     pub fn new() -> Self {
-        PackedWeights { stamp: None, layers: Vec::new() }
+        PackedWeights { stamp: None, layers: Vec::new(), head: Panels::empty() }
+    }
+
+    /// The tied head's weight, `wteᵀ`.
+    #[inline]
+    pub fn head(&self) -> &Panels<F> {
+        &self.head
     }
 
     /// Layer `j` of block `layer` (numbered as in [`PackedWeights::layers`]).
@@ -101,6 +128,9 @@ impl<F: Float> PackedWeights<F> {
                 pack_one(model, w, bias, &mut self.layers[4 * l + j]);
             }
         }
+        let wte = model.params.value(model.ids.wte);
+        let (vocab, c) = (wte.shape()[0], wte.shape()[1]);
+        self.head.fill_transposed(wte.as_slice().expect("contiguous wte"), c, vocab);
         self.stamp = Some(stamp);
     }
 }
@@ -134,6 +164,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_head_is_packed_as_the_transpose_of_wte() {
+        let (vocab, c) = (COLS + 3, 5);
+        let e: Vec<f32> = (0..vocab * c).map(|i| i as f32 + 1.0).collect();
+        let mut p = Panels::empty();
+        p.fill_transposed(&e, c, vocab);
+        let mut t = vec![0.0; c * vocab];
+        for v in 0..vocab {
+            for i in 0..c {
+                t[i * vocab + v] = e[v * c + i];
+            }
+        }
+        let q = Panels::of(&t, None, c, vocab);
+        assert_eq!((p.k, p.n, &p.w, &p.bias), (q.k, q.n, &q.w, &q.bias));
     }
 
     #[test]
