@@ -28,10 +28,14 @@ pub struct KvCache<F> {
     n_head: usize,
     head_dim: usize,
     capacity: usize,
-    /// Keys, transposed per head: `[layer][slot][head][head_dim][position]`, so that a query's
+    /// Positions stored per head: `capacity` rounded up to whole score blocks (see `attention`),
+    /// so that every block of scores a query computes lies inside its head's keys.
+    stride: usize,
+    /// Keys, transposed per head: `[layer][slot][head][head_dim][stride]`, so that a query's
     /// scores against all positions are column blocks of one small product (see `attention`).
     k: Vec<F>,
-    /// Values: `[layer][slot][head][position][head_dim]`, one head's values contiguous.
+    /// Values: `[layer][slot][head][position][head_dim]` (`stride` positions per head), one
+    /// head's values contiguous.
     v: Vec<F>,
     lens: Vec<usize>,
 }
@@ -40,13 +44,15 @@ impl<F: Float> KvCache<F> {
     /// A cache for `slots` sequences of up to `capacity` tokens each (at most the context length).
     pub fn new(config: &GptConfig, slots: usize, capacity: usize) -> Self {
         let capacity = capacity.min(config.context_length);
-        let n = config.n_layer * slots * config.n_embd * capacity;
+        let stride = attention::score_stride(capacity);
+        let n = config.n_layer * slots * config.n_embd * stride;
         KvCache {
             n_layer: config.n_layer,
             slots,
             n_head: config.n_head,
             head_dim: config.head_dim(),
             capacity,
+            stride,
             k: vec![F::zero(); n],
             v: vec![F::zero(); n],
             lens: vec![0; slots],
@@ -84,7 +90,7 @@ impl<F: Float> KvCache<F> {
             return;
         }
         let len = self.lens[from];
-        let (hs, cap) = (self.head_dim, self.capacity);
+        let (hs, cap) = (self.head_dim, self.stride);
         for layer in 0..self.n_layer {
             for head in 0..self.n_head {
                 let (src, dst) = (self.head_base(layer, from, head), self.head_base(layer, to, head));
@@ -97,10 +103,10 @@ impl<F: Float> KvCache<F> {
         self.lens[to] = len;
     }
 
-    /// Where one head of one slot starts, in `k` and in `v` alike (`head_dim · capacity` values).
+    /// Where one head of one slot starts, in `k` and in `v` alike (`head_dim · stride` values).
     #[inline]
     fn head_base(&self, layer: usize, slot: usize, head: usize) -> usize {
-        ((layer * self.slots + slot) * self.n_head + head) * self.capacity * self.head_dim
+        ((layer * self.slots + slot) * self.n_head + head) * self.stride * self.head_dim
     }
 }
 
@@ -139,7 +145,7 @@ impl<F: Float> InferScratch<F> {
             att: z(max_rows * c),
             h4: z(max_rows * 4 * c),
             y: z(max_rows * c),
-            scores: z(max_rows * config.n_head * config.context_length),
+            scores: z(max_rows * config.n_head * attention::score_stride(config.context_length)),
             tiles: z(max_rows * (4 * c).max(config.vocab_size)),
             packed: PackedWeights::new(),
             zeros: z(c),

@@ -10,6 +10,14 @@ use super::KvCache;
 /// calling thread.
 const PAR_WORK: usize = 1 << 16;
 
+/// Positions per block of attention scores: 64 accumulators, four independent chains of fmas.
+const SCORE_BLOCK: usize = 64;
+
+/// Positions stored per head for a cache of `capacity`: whole score blocks.
+pub(crate) fn score_stride(capacity: usize) -> usize {
+    capacity.div_ceil(SCORE_BLOCK).max(1) * SCORE_BLOCK
+}
+
 /// Copies each row's key and value (from its packed qkv row) into the cache at its position.
 pub(crate) fn write_kv<F: Float>(
     cache: &mut KvCache<F>,
@@ -19,7 +27,7 @@ pub(crate) fn write_kv<F: Float>(
     qkv: &[F],
     c: usize,
 ) {
-    let (hs, cap) = (cache.head_dim, cache.capacity);
+    let (hs, cap) = (cache.head_dim, cache.stride);
     for (r, &(slot, _)) in rows.iter().enumerate() {
         let row = &qkv[r * 3 * c..(r + 1) * 3 * c];
         for h in 0..cache.n_head {
@@ -36,7 +44,7 @@ pub(crate) fn write_kv<F: Float>(
 
 /// Each row's query attends over its slot's keys at positions 0..=pos:
 /// `att = softmax(q·Kᵀ / sqrt(hs)) · V`, heads side by side (GPT-2's merge). `scores` holds at
-/// least `rows · n_head · t_max` entries, `t_max` the cache capacity.
+/// least `rows · n_head · t_max` entries, `t_max` the cache's stride (see [`score_stride`]).
 pub(crate) fn attend<F: Float>(
     cache: &KvCache<F>,
     layer: usize,
@@ -48,7 +56,7 @@ pub(crate) fn attend<F: Float>(
 ) {
     let (nh, hs) = (cache.n_head, cache.head_dim);
     let c = nh * hs;
-    let t_max = cache.capacity;
+    let t_max = cache.stride;
     let scale = F::of(1.0 / (hs as f64).sqrt());
     let work = |(i, (out, sc)): (usize, (&mut [F], &mut [F]))| {
         let (r, h) = (i / nh, i % nh);
@@ -74,27 +82,17 @@ pub(crate) fn attend<F: Float>(
 
 /// One head of one row over its first `t` positions: `s_p = (q·k_p) · scale`,
 /// `a = softmax(s)`, `out = Σ_p a_p v_p`. `keys_t` is the head's keys transposed
-/// (`hs x t_max`), `sc` has room for `t_max` scores.
+/// (`hs x t_max`, `t_max` a multiple of [`SCORE_BLOCK`]), `sc` has room for `t_max` scores.
 #[inline]
 fn head<F: Float>(q: &[F], keys_t: &[F], values: &[F], t: usize, scale: F, sc: &mut [F], out: &mut [F]) {
     let (hs, t_max) = (q.len(), sc.len());
     // s = q·Kᵀ, a block of positions at a time: each s_p is `fma(q_i, k_p[i], ·)` over i in
-    // order, its block's accumulators in registers. Blocks of 64 keep four independent chains
-    // of fmas in flight (a block of 16 is one chain, bound by the fma's latency), so they are
-    // used even where they run past `t`: the extra scores are never read, and no block runs
-    // past the cache's capacity.
-    let mut p = 0;
-    while p < t {
-        if p + 64 <= t_max {
-            weighted_sum::<F, 64>(q, keys_t, t_max, p, &mut sc[p..p + 64]);
-            p += 64;
-        } else if p + 16 <= t_max {
-            weighted_sum::<F, 16>(q, keys_t, t_max, p, &mut sc[p..p + 16]);
-            p += 16;
-        } else {
-            weighted_sum::<F, 1>(q, keys_t, t_max, p, &mut sc[p..p + 1]);
-            p += 1;
-        }
+    // order, the block's 64 accumulators in registers: four independent chains of fmas. (Blocks
+    // cut to the rest of `t`, one chain per 16 positions, read fewer cache lines of short rows
+    // but ran slower: the chains wait on the fma's latency.) The last block may run past `t`,
+    // never past the head's stored positions; its extra scores are never read.
+    for p in (0..t).step_by(SCORE_BLOCK) {
+        weighted_sum::<F, SCORE_BLOCK>(q, keys_t, t_max, p, &mut sc[p..p + SCORE_BLOCK]);
     }
     let sc = &mut sc[..t];
     sc.iter_mut().for_each(|s| *s *= scale);
@@ -106,6 +104,10 @@ fn head<F: Float>(q: &[F], keys_t: &[F], values: &[F], t: usize, scale: F, sc: &
     while d + 64 <= hs {
         weighted_sum::<F, 64>(sc, values, hs, d, &mut out[d..d + 64]);
         d += 64;
+    }
+    while d + 32 <= hs {
+        weighted_sum::<F, 32>(sc, values, hs, d, &mut out[d..d + 32]);
+        d += 32;
     }
     while d + 16 <= hs {
         weighted_sum::<F, 16>(sc, values, hs, d, &mut out[d..d + 16]);
