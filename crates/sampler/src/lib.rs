@@ -45,18 +45,22 @@
 //!   completions do not depend on the batch size, the order of the prompts or the thread count.
 //! - The `n` samples of a prompt share one prefill; sequences run in a fixed pool of KV-cache slots
 //!   that new samples enter as others finish. See [`Sampler`].
+//! - [`Scorer`] gives the log-probabilities that a model (a frozen reference, say) assigns to given
+//!   completions, on the same KV-cache path, each prompt prefilled once for its group.
 
 mod choose;
 mod generate;
 mod params;
 pub mod processors;
 mod rng;
+mod score;
 mod text;
 
 pub use choose::{Choice, RowScratch, choose};
 pub use generate::{Prompt, Sampler};
 pub use params::{Completion, FinishReason, SamplerError, SamplingParams};
 pub use rng::Stream;
+pub use score::Scorer;
 pub use text::{ByteTable, Detokenize, NoText, StopStrings};
 
 #[cfg(test)]

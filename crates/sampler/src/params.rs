@@ -172,6 +172,25 @@ pub enum SamplerError {
         /// The sample index.
         sample: usize,
     },
+    /// A (prompt, completion) pair handed to [`Scorer::score`](crate::Scorer::score) that does
+    /// not fit the context.
+    #[error(
+        "sequence {index} (prompt and completion) needs {length} positions; the context holds {context_length}"
+    )]
+    SequenceTooLong {
+        /// The pair's position in the call.
+        index: usize,
+        /// Positions it needs (prompt plus all completion tokens but the last).
+        length: usize,
+        /// The model's context length.
+        context_length: usize,
+    },
+    /// The model produced NaN or infinite logits while scoring a sequence.
+    #[error("the model produced a non-finite logit while scoring sequence {index}")]
+    NonFiniteScore {
+        /// The pair's position in the call.
+        index: usize,
+    },
     /// An error of the model (an out-of-vocabulary token in a prompt, ...).
     #[error(transparent)]
     Model(#[from] ModelError),

@@ -8,18 +8,18 @@
 //! cargo run --release -p pglm-trainer --example grpo_step -- [steps] [warmup]
 //! ```
 //!
-//! Built from the library's pieces (sampler, `rl::rollout::batch`, `rl::advantage::grpo`,
+//! Built from the library's pieces (sampler, scorer, `rl::rollout::batch`, `rl::advantage::grpo`,
 //! `rl::update`), which is also how to assemble a custom RL loop.
 
 use std::time::Instant;
 
 use pglm_autograd::optim::{AdamW, Optimizer, clip_grad_norm};
 use pglm_model::{Gpt, GptConfig};
-use pglm_sampler::{NoText, Prompt, Sampler, SamplingParams};
+use pglm_sampler::{NoText, Prompt, Sampler, SamplingParams, Scorer};
 use pglm_trainer::rl::advantage::{StdScale, broadcast, grpo};
 use pglm_trainer::rl::loss::{Aggregation, token_weights};
 use pglm_trainer::rl::rollout::{Sample, TaskPrompt, batch};
-use pglm_trainer::rl::update::{LossInputs, accumulate, score_sequences};
+use pglm_trainer::rl::update::{LossInputs, accumulate, score_reference};
 use pglm_trainer::rl::{KlPlacement, RlConfig};
 
 const PROMPTS: usize = 16;
@@ -50,6 +50,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rl.kl.placement = KlPlacement::Loss;
     let mut opt = AdamW::new(1e-4).with_betas(0.9, 0.95).with_weight_decay(0.0);
     let mut sampler = Sampler::<f32>::new(&cfg, PROMPTS * GROUP);
+    // The reference's log-probs on the KV-cache path, each prompt prefilled once per group.
+    let mut scorer = Scorer::<f32>::new(&cfg, PROMPTS * GROUP);
     let mut rows: Vec<[f64; 7]> = Vec::new();
     for step in 0..steps + warmup {
         let t0 = Instant::now();
@@ -93,7 +95,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let b = batch::<f32>(&samples, &prompts, 0, false);
         let adv = broadcast(&grpo(&rewards, GROUP, StdScale::Group, 1e-4), &b.mask);
         let n = samples.len();
-        let (ref_logp, _) = score_sequences(&reference, &b, 1.0, false, n)?;
+        let width = b.mask.ncols();
+        let ref_logp = score_reference(&mut scorer, &reference, &samples, &prompts, 1.0, width)?;
         let t2 = Instant::now();
 
         let inputs = LossInputs {

@@ -17,7 +17,7 @@ use crate::rl::loss::{kl_values, token_weights};
 use crate::rl::metrics::{CompletionRow, RlStepMetrics, mean_std};
 use crate::rl::rollout::{self, Rollout, Sample};
 use crate::rl::trainer::RlTrainer;
-use crate::rl::update::{LossInputs, PassStats, accumulate, rows_of, score_sequences};
+use crate::rl::update::{LossInputs, PassStats, accumulate, rows_of, score_reference, score_sequences};
 
 /// What a step hands back to the trainer.
 pub(crate) struct StepOut {
@@ -125,8 +125,16 @@ pub(crate) fn rl_step<F: Float>(t: &mut RlTrainer<F>, lr: f64, step: u64) -> Res
     } else {
         (None, None)
     };
-    let ref_logp = match (&t.reference, kl_on) {
-        (Some(r), true) => Some(score_sequences(r, &batch, temperature, false, micro)?.0),
+    let ref_logp = match (&t.reference, &mut t.ref_scorer, kl_on) {
+        // Each group's prompt runs once (KV-cache path); equal to the tape's up to rounding.
+        (Some(r), Some(scorer), true) => Some(score_reference(
+            scorer,
+            r,
+            &rollout.samples,
+            &t.prompts,
+            cfg.rollout.temperature,
+            batch.mask.ncols(),
+        )?),
         _ => None,
     };
     m.time_logprobs_s = t1.elapsed().as_secs_f64();

@@ -11,7 +11,7 @@ use pglm_autograd::optim::{AdamW, LrSchedule, Optimizer, clip_grad_norm};
 use pglm_model::Gpt;
 use pglm_model::tokenizer::Tokenizer;
 use pglm_rewards::Reward;
-use pglm_sampler::Sampler;
+use pglm_sampler::{Sampler, Scorer};
 
 use crate::TrainError;
 use crate::checkpoint::{check_meta, dtype_name, read_state, write_state};
@@ -42,6 +42,9 @@ pub struct RlTrainer<F: Float> {
     pub(crate) prompts: Vec<TaskPrompt>,
     task: Option<TaskEval>,
     pub(crate) sampler: Sampler<F>,
+    /// The reference's log-probabilities on the KV-cache path (its packed weights made once),
+    /// when there is a reference.
+    pub(crate) ref_scorer: Option<Scorer<F>>,
     pub(crate) order: DataOrder,
     pub(crate) cursor: DataCursor,
     pub(crate) opt: AdamW<F>,
@@ -150,6 +153,7 @@ impl<F: Float> RlTrainer<F> {
         let slots = config.rollout.prompts_per_step * config.rollout.group_size;
         Ok(RlTrainer {
             sampler: Sampler::new(policy.config(), slots.min(256)),
+            ref_scorer: reference.as_ref().map(|r| Scorer::new(r.config(), slots.min(256))),
             order: DataOrder::new(config.run.seed, prompts.len()),
             guard: Guard::new(config.run.max_nonfinite_in_a_row),
             kl_coef: config.kl.coef,

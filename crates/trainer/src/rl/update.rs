@@ -11,11 +11,12 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayD, Axis, Ix2};
 use pglm_autograd::{Float, Tape, Var};
 use pglm_model::{Gpt, Hidden};
+use pglm_sampler::Scorer;
 
 use crate::TrainError;
 use crate::rl::config::RlConfig;
 use crate::rl::loss::{self, PolicyStats};
-use crate::rl::rollout::RolloutBatch;
+use crate::rl::rollout::{RolloutBatch, Sample, TaskPrompt};
 
 /// Per-position inputs of the loss, for every sequence of the rollout.
 pub struct LossInputs<F> {
@@ -251,6 +252,31 @@ pub fn score_sequences<F: Float>(
         ndarray::concatenate(Axis(0), &views).expect("chunks share the width")
     };
     Ok((cat(logps), values.then(|| cat(vals))))
+}
+
+/// log π at every completion token of `samples` under a frozen `model` (the reference), on the
+/// KV-cache path of [`Scorer`]: each group's prompt runs once, then its completions. Laid out as
+/// the rollout batch (`(N, width)`, completion token `j` at position `P - 1 + j`, 0 elsewhere).
+/// It equals what [`score_sequences`] computes on the tape up to rounding (tested in the sampler).
+pub fn score_reference<F: Float>(
+    scorer: &mut Scorer<F>,
+    model: &Gpt<F>,
+    samples: &[Sample],
+    prompts: &[TaskPrompt],
+    temperature: f32,
+    width: usize,
+) -> Result<Array2<F>, TrainError> {
+    let pairs: Vec<(&[u32], &[u32])> =
+        samples.iter().map(|s| (&prompts[s.prompt].ids[..], &s.completion.tokens[..])).collect();
+    let logps = scorer.score(model, &pairs, temperature)?;
+    let mut out = Array2::from_elem((samples.len(), width), F::zero());
+    for (i, (s, lp)) in samples.iter().zip(&logps).enumerate() {
+        let start = prompts[s.prompt].ids.len() - 1;
+        for (j, &l) in lp.iter().enumerate() {
+            out[[i, start + j]] = F::of(f64::from(l));
+        }
+    }
+    Ok(out)
 }
 
 /// A tape value known to be 2-D.
