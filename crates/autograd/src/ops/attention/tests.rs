@@ -229,23 +229,29 @@ fn fused_agrees_with_the_composite_graph() {
     }
 }
 
+/// Largest differences between the fused op and the composed graph on inputs drawn from `seeds`
+/// (value, dq, dk, dv).
+fn fused_minus_composite(shape: &[usize], seeds: [u64; 4], causal: bool) -> Vec<f64> {
+    let [q0, k0, v0, g0] = seeds.map(|s| filled(shape, s));
+    let run = |fused: bool| {
+        let mut t = Tape::<f64>::new();
+        let [q, k, v] = [&q0, &k0, &v0].map(|x| t.input(x.clone()));
+        let y = if fused { t.attention(q, k, v, causal) } else { composite(&mut t, q, k, v, causal) };
+        let g = t.backward_with(y, g0.clone());
+        let mut out = vec![t.value(y).clone()];
+        out.extend([q, k, v].map(|x| g.wrt(x).unwrap().clone()));
+        out
+    };
+    run(true).iter().zip(&run(false)).map(|(a, b)| max_diff(a, b)).collect()
+}
+
 #[test]
 fn blocked_causal_attention_matches_the_composed_graph_across_blocks() {
     // T = 75 spans three causal row blocks (the last one ragged), with and without the mask.
-    let shape = [1, 2, 75, 8];
-    let [q0, k0, v0, g0] = [40, 41, 42, 43].map(|s| filled(&shape, s));
     for causal in [true, false] {
-        let run = |fused: bool| {
-            let mut t = Tape::<f64>::new();
-            let [q, k, v] = [&q0, &k0, &v0].map(|x| t.input(x.clone()));
-            let y = if fused { t.attention(q, k, v, causal) } else { composite(&mut t, q, k, v, causal) };
-            let g = t.backward_with(y, g0.clone());
-            let mut out = vec![t.value(y).clone()];
-            out.extend([q, k, v].map(|x| g.wrt(x).unwrap().clone()));
-            out
-        };
-        for (i, (a, b)) in run(true).iter().zip(&run(false)).enumerate() {
-            let err = max_diff(a, b);
+        for (i, err) in
+            fused_minus_composite(&[1, 2, 75, 8], [40, 41, 42, 43], causal).into_iter().enumerate()
+        {
             assert!(err < 1e-12, "causal={causal}: array {i} (value, dq, dk, dv) differs by {err}");
         }
     }
@@ -256,19 +262,8 @@ fn rollout_sized_heads_match_the_composed_graph() {
     // The GRPO rollout's shape at config S (T = 40, D = 32: two row blocks, the second short),
     // exactly two blocks, an odd head size, and a single position.
     for shape in [[2, 2, 40, 32], [1, 1, 64, 16], [1, 2, 41, 37], [1, 1, 1, 3]] {
-        let [q0, k0, v0, g0] = [50, 51, 52, 53].map(|s| filled(&shape, s));
         for causal in [true, false] {
-            let run = |fused: bool| {
-                let mut t = Tape::<f64>::new();
-                let [q, k, v] = [&q0, &k0, &v0].map(|x| t.input(x.clone()));
-                let y = if fused { t.attention(q, k, v, causal) } else { composite(&mut t, q, k, v, causal) };
-                let g = t.backward_with(y, g0.clone());
-                let mut out = vec![t.value(y).clone()];
-                out.extend([q, k, v].map(|x| g.wrt(x).unwrap().clone()));
-                out
-            };
-            for (i, (a, b)) in run(true).iter().zip(&run(false)).enumerate() {
-                let err = max_diff(a, b);
+            for (i, err) in fused_minus_composite(&shape, [50, 51, 52, 53], causal).into_iter().enumerate() {
                 assert!(
                     err < 1e-12,
                     "{shape:?} causal={causal}: array {i} (value, dq, dk, dv) differs by {err}"
