@@ -224,6 +224,25 @@ pub struct RolloutBatch<F> {
     pub sampler_logp: Array2<F>,
 }
 
+/// Per-completion-token values laid out as the batch: completion token `j` of sample `i` sits at
+/// position `P + j` and is predicted at `P - 1 + j` (`P` its prompt's length), where
+/// `value(i, j)` goes; 0 elsewhere.
+pub fn per_token<F: Float>(
+    samples: &[Sample],
+    prompts: &[TaskPrompt],
+    width: usize,
+    value: impl Fn(usize, usize) -> f64,
+) -> Array2<F> {
+    let mut out = Array2::from_elem((samples.len(), width), F::zero());
+    for (i, s) in samples.iter().enumerate() {
+        let start = prompts[s.prompt].ids.len() - 1;
+        for j in 0..s.completion.tokens.len() {
+            out[[i, start + j]] = F::of(value(i, j));
+        }
+    }
+    out
+}
+
 /// Lays out `samples` as a batch; `pad` fills the padding, `mask_truncated` removes completions cut
 /// by the length limit from the gradient.
 pub fn batch<F: Float>(
@@ -241,8 +260,6 @@ pub fn batch<F: Float>(
         .max(1);
     let mut ids = ArrayD::from_elem(vec![n, width], pad);
     let mut targets = ArrayD::from_elem(vec![n, width], pad);
-    let mut full_mask = Array2::zeros((n, width));
-    let mut sampler_logp = Array2::from_elem((n, width), F::zero());
     for (i, s) in samples.iter().enumerate() {
         let p = &prompts[s.prompt].ids;
         let seq: Vec<u32> = p.iter().chain(&s.completion.tokens).copied().collect();
@@ -250,12 +267,10 @@ pub fn batch<F: Float>(
             ids[[i, t]] = seq[t];
             targets[[i, t]] = seq[t + 1];
         }
-        // Completion token j sits at position P + j and is predicted at P + j - 1.
-        for (j, &lp) in s.completion.logprobs.iter().enumerate() {
-            full_mask[[i, p.len() - 1 + j]] = 1.0;
-            sampler_logp[[i, p.len() - 1 + j]] = F::of(f64::from(lp));
-        }
     }
+    let full_mask = per_token(samples, prompts, width, |_, _| 1.0);
+    let sampler_logp =
+        per_token(samples, prompts, width, |i, j| f64::from(samples[i].completion.logprobs[j]));
     let mut mask = full_mask.clone();
     if mask_truncated {
         for (i, s) in samples.iter().enumerate() {

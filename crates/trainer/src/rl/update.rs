@@ -16,7 +16,7 @@ use pglm_sampler::Scorer;
 use crate::TrainError;
 use crate::rl::config::RlConfig;
 use crate::rl::loss::{self, PolicyStats};
-use crate::rl::rollout::{RolloutBatch, Sample, TaskPrompt};
+use crate::rl::rollout::{RolloutBatch, Sample, TaskPrompt, per_token};
 
 /// Per-position inputs of the loss, for every sequence of the rollout.
 pub struct LossInputs<F> {
@@ -269,14 +269,7 @@ pub fn score_reference<F: Float>(
     let pairs: Vec<(&[u32], &[u32])> =
         samples.iter().map(|s| (&prompts[s.prompt].ids[..], &s.completion.tokens[..])).collect();
     let logps = scorer.score(model, &pairs, temperature)?;
-    let mut out = Array2::from_elem((samples.len(), width), F::zero());
-    for (i, (s, lp)) in samples.iter().zip(&logps).enumerate() {
-        let start = prompts[s.prompt].ids.len() - 1;
-        for (j, &l) in lp.iter().enumerate() {
-            out[[i, start + j]] = F::of(f64::from(l));
-        }
-    }
-    Ok(out)
+    Ok(per_token(samples, prompts, width, |i, j| f64::from(logps[i][j])))
 }
 
 /// A tape value known to be 2-D.
