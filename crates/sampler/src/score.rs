@@ -31,9 +31,17 @@ pub struct Scorer<F: Float> {
     logits: Vec<F>,
     row: Vec<f32>,
     rows: Vec<(usize, u32)>,
-    /// For each row of `rows`: the (sequence, completion index) whose log-probability its logits
-    /// give, if any.
-    targets: Vec<Option<(usize, usize)>>,
+    /// For each row of `rows`: the log-probabilities its logits give, if any.
+    targets: Vec<Option<Target>>,
+}
+
+/// What one row's logits predict.
+#[derive(Clone, Copy)]
+enum Target {
+    /// The first completion token of each of pairs `start..end` (a shared prompt's last row).
+    FirstTokens(usize, usize),
+    /// Token `k` of the completion of pair `pair`.
+    Token(usize, usize),
 }
 
 impl<F: Float> Scorer<F> {
@@ -127,10 +135,10 @@ impl<F: Float> Scorer<F> {
             let prompt = pairs[i].0;
             for (k, &tok) in prompt.iter().enumerate() {
                 self.rows.push((i - first, tok));
-                self.targets.push((k + 1 == prompt.len()).then_some((i, j)));
+                self.targets.push((k + 1 == prompt.len()).then_some(Target::FirstTokens(i, j)));
             }
         }
-        self.run_rows(model, pairs, inv_t, out, true)?;
+        self.run_rows(model, pairs, inv_t, out)?;
         for &(i, j) in &runs {
             for s in i + 1..j {
                 self.cache.copy_slot(i - first, s - first);
@@ -142,22 +150,20 @@ impl<F: Float> Scorer<F> {
         for (s, &(_, c)) in pairs[range.clone()].iter().enumerate() {
             for (k, &tok) in c.iter().enumerate().take(c.len().saturating_sub(1)) {
                 self.rows.push((s, tok));
-                self.targets.push(Some((first + s, k + 1)));
+                self.targets.push(Some(Target::Token(first + s, k + 1)));
             }
         }
-        self.run_rows(model, pairs, inv_t, out, false)
+        self.run_rows(model, pairs, inv_t, out)
     }
 
     /// Runs `self.rows` in calls of at most [`ROWS`] rows and records the log-probabilities their
-    /// `targets` name. In a prefill (`prefill`), a target `(i, j)` means token 0 of pairs `i..j`;
-    /// otherwise `(pair, k)` means token `k` of that pair.
+    /// `targets` name.
     fn run_rows(
         &mut self,
         model: &Gpt<F>,
         pairs: &[(&[u32], &[u32])],
         inv_t: f64,
         out: &mut [Vec<f32>],
-        prefill: bool,
     ) -> Result<(), SamplerError> {
         let vocab = self.config.vocab_size;
         for start in (0..self.rows.len()).step_by(ROWS) {
@@ -170,12 +176,15 @@ impl<F: Float> Scorer<F> {
                 &mut self.logits[..n * vocab],
             )?;
             for (r, target) in self.targets[start..end].iter().enumerate() {
-                let Some((a, b)) = *target else { continue };
+                let Some(target) = *target else { continue };
+                let first_pair = match target {
+                    Target::FirstTokens(start, _) | Target::Token(start, _) => start,
+                };
                 self.row.clear();
                 self.row
                     .extend(self.logits[r * vocab..(r + 1) * vocab].iter().map(|&z| Float::to_f64(z) as f32));
                 if !self.row.iter().all(|z| z.is_finite()) {
-                    return Err(SamplerError::NonFiniteScore { index: a });
+                    return Err(SamplerError::NonFiniteScore { index: first_pair });
                 }
                 let mut record = |pair: usize, k: usize| -> Result<(), SamplerError> {
                     let token = pairs[pair].1[k] as usize;
@@ -189,14 +198,15 @@ impl<F: Float> Scorer<F> {
                     out[pair][k] = log_softmax_at(&self.row, token, inv_t) as f32;
                     Ok(())
                 };
-                if prefill {
-                    for (pair, (_, c)) in pairs.iter().enumerate().take(b).skip(a) {
-                        if !c.is_empty() {
-                            record(pair, 0)?;
+                match target {
+                    Target::FirstTokens(start, end) => {
+                        for (pair, (_, c)) in pairs.iter().enumerate().take(end).skip(start) {
+                            if !c.is_empty() {
+                                record(pair, 0)?;
+                            }
                         }
                     }
-                } else {
-                    record(a, b)?;
+                    Target::Token(pair, k) => record(pair, k)?,
                 }
             }
         }
