@@ -126,6 +126,45 @@ fn cached_logits_do_not_depend_on_the_batch() {
 }
 
 #[test]
+fn splitting_a_call_by_rows_or_by_columns_gives_the_same_bits() {
+    // 6 slots x 8 prompt tokens, then one decode row per slot: the prefill (48 rows) and the
+    // decode call (with 2 and 3 threads) split by rows when the slots ascend, by columns when they
+    // do not (the same rows in reverse slot order), and not at all on one thread.
+    let model = Gpt::<f32>::new(tiny(13, 48), 9).unwrap();
+    let v = 13;
+    let prompt = |s: usize| -> Vec<u32> { (0..8).map(|i| ((s * 5 + i * 3) % 13) as u32).collect() };
+    let run = |threads: usize, reverse: bool| -> Vec<f32> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut cache = KvCache::new(model.config(), 6, 16);
+            let mut scratch = InferScratch::new(model.config(), 48);
+            let mut order: Vec<usize> = (0..6).collect();
+            if reverse {
+                order.reverse();
+            }
+            let rows: Vec<(usize, u32)> =
+                order.iter().flat_map(|&s| prompt(s).into_iter().map(move |t| (s, t))).collect();
+            let mut logits = vec![0.0f32; rows.len() * v];
+            model.forward_cached(&mut cache, &mut scratch, &rows, &mut logits).unwrap();
+            let decode: Vec<(usize, u32)> = order.iter().map(|&s| (s, (s % 13) as u32)).collect();
+            let mut next = vec![0.0f32; decode.len() * v];
+            model.forward_cached(&mut cache, &mut scratch, &decode, &mut next).unwrap();
+            // In slot order, whatever order the rows came in.
+            let mut out = vec![0.0f32; 6 * 9 * v];
+            for (i, &s) in order.iter().enumerate() {
+                out[s * 9 * v..(s * 9 + 8) * v].copy_from_slice(&logits[i * 8 * v..(i + 1) * 8 * v]);
+                out[(s * 9 + 8) * v..(s + 1) * 9 * v].copy_from_slice(&next[i * v..(i + 1) * v]);
+            }
+            out
+        })
+    };
+    let serial = run(1, false);
+    for (threads, reverse) in [(2, false), (3, false), (2, true), (1, true)] {
+        assert_eq!(run(threads, reverse), serial, "{threads} threads, reverse {reverse}: bits differ");
+    }
+}
+
+#[test]
 fn copy_slot_shares_a_prefill() {
     let model = Gpt::<f64>::new(tiny(9, 16), 5).unwrap();
     let v = 9;

@@ -7,9 +7,15 @@
 //!
 //! Each output element is computed by the same sequence of floating-point operations whatever the
 //! batch, the rows' order or the thread count, so generation does not depend on any of them.
+//!
+//! Two ways to use two or more cores (see `split`): a call of few rows (batch-1 decoding) splits
+//! each matrix product's *columns* over the threads, so that each core streams its share of the
+//! weights; a call of many rows whose slots ascend (decode steps of a batch, prefills, the scorer)
+//! splits the *rows*, each thread running its rows through the whole model with no fork-join
+//! between the ops.
 
 use pglm_autograd::Float;
-use pglm_autograd::ops::nn::kernels::layer_norm_rows;
+use pglm_autograd::ops::nn::kernels::{layer_norm_row, layer_norm_rows};
 
 use crate::{Gpt, GptConfig, ModelError};
 
@@ -17,9 +23,11 @@ mod attention;
 mod gelu;
 mod matmul;
 mod packed;
+mod split;
 
 use attention::{attend, write_kv};
 use packed::PackedWeights;
+use split::{Batch, Slots};
 
 /// Keys and values of every layer for a fixed number of sequence slots.
 pub struct KvCache<F> {
@@ -31,10 +39,11 @@ pub struct KvCache<F> {
     /// Positions stored per head: `capacity` rounded up to whole score blocks (see `attention`),
     /// so that every block of scores a query computes lies inside its head's keys.
     stride: usize,
-    /// Keys, transposed per head: `[layer][slot][head][head_dim][stride]`, so that a query's
-    /// scores against all positions are column blocks of one small product (see `attention`).
+    /// Keys, transposed per head: `[slot][layer][head][head_dim][stride]`, so that a query's
+    /// scores against all positions are column blocks of one small product (see `attention`),
+    /// and each slot's keys are one contiguous run (a row-parallel call splits the slots).
     k: Vec<F>,
-    /// Values: `[layer][slot][head][position][head_dim]` (`stride` positions per head), one
+    /// Values: `[slot][layer][head][position][head_dim]` (`stride` positions per head), one
     /// head's values contiguous.
     v: Vec<F>,
     lens: Vec<usize>,
@@ -106,7 +115,12 @@ impl<F: Float> KvCache<F> {
     /// Where one head of one slot starts, in `k` and in `v` alike (`head_dim · stride` values).
     #[inline]
     fn head_base(&self, layer: usize, slot: usize, head: usize) -> usize {
-        ((layer * self.slots + slot) * self.n_head + head) * self.stride * self.head_dim
+        ((slot * self.n_layer + layer) * self.n_head + head) * self.stride * self.head_dim
+    }
+
+    /// Every slot's keys and values, to be split between the tasks of a call.
+    fn slots_mut(&mut self) -> Slots<'_, F> {
+        Slots::new(self.n_layer, self.n_head, self.head_dim, self.stride, &mut self.k, &mut self.v)
     }
 }
 
@@ -219,63 +233,94 @@ impl<F: Float> Gpt<F> {
             scratch.pos[r] = cache.lens[slot];
             cache.lens[slot] += 1;
         }
-        let s = scratch;
-        s.packed.refresh(self);
-        let pos = &s.pos[..n];
+        scratch.packed.refresh(self);
+        let InferScratch { pos, x, xn, qkv, att, h4, y, scores, tiles, packed, zeros, max_rows } = scratch;
+        let (score_w, tile_w) = (scores.len() / *max_rows, tiles.len() / *max_rows);
+        let batch = Batch {
+            rows,
+            pos: &pos[..n],
+            x: &mut x[..n * c],
+            xn: &mut xn[..n * c],
+            qkv: &mut qkv[..n * 3 * c],
+            att: &mut att[..n * c],
+            h4: &mut h4[..n * 4 * c],
+            y: &mut y[..n * c],
+            scores: &mut scores[..n * score_w],
+            tiles: &mut tiles[..n * tile_w],
+            logits,
+        };
+        let weights = Weights { packed, zeros, eps: F::of(cfg.layer_norm_epsilon) };
+        split::run(self, &weights, cache.slots_mut(), batch);
+        Ok(())
+    }
 
+    /// The whole model on `b`'s rows: the embeddings, every block (each row's key and value
+    /// written to the cache before it attends), the final norm and the tied head. With `par`, each
+    /// op splits its work over the pool's threads; without, all of it runs on the calling thread.
+    fn forward_rows(&self, w: &Weights<'_, F>, slots: &mut Slots<'_, F>, b: Batch<'_, F>, par: bool) {
+        let c = self.config().n_embd;
+        let Batch { rows, pos, x, xn, qkv, att, h4, y, scores, tiles, logits } = b;
         // x = wte[token] + wpe[pos]
         let wte = self.params.value(self.ids.wte).as_slice().expect("contiguous wte");
         let wpe = self.params.value(self.ids.wpe).as_slice().expect("contiguous wpe");
         for (r, &(_, token)) in rows.iter().enumerate() {
-            let x = &mut s.x[r * c..(r + 1) * c];
+            let x = &mut x[r * c..(r + 1) * c];
             let te = &wte[token as usize * c..][..c];
             let pe = &wpe[pos[r] * c..][..c];
             for i in 0..c {
                 x[i] = te[i] + pe[i];
             }
         }
-
-        let eps = F::of(cfg.layer_norm_epsilon);
-        let (x, xn, y) = (&mut s.x[..n * c], &mut s.xn[..n * c], &mut s.y[..n * c]);
-        let (tiles, packed) = (&mut s.tiles[..], &s.packed);
-        let (qkv, att, h4) = (&mut s.qkv[..n * 3 * c], &mut s.att[..n * c], &mut s.h4[..n * 4 * c]);
+        let packed = w.packed;
         let no_epilogue = |_: &mut [F]| {};
         for (layer, block) in self.ids.blocks.iter().enumerate() {
             // x = x + proj(attention(ln_1(x)))
-            self.ln(block.ln_1, x, xn, &s.zeros, eps);
-            matmul::linear(xn, packed.get(layer, 0), tiles, qkv, no_epilogue);
-            write_kv(cache, layer, rows, pos, qkv, c);
-            attend(cache, layer, rows, pos, qkv, att, &mut s.scores);
-            matmul::linear(att, packed.get(layer, 1), tiles, y, no_epilogue);
+            self.ln(block.ln_1, x, xn, w, par);
+            matmul::linear(xn, packed.get(layer, 0), tiles, qkv, no_epilogue, par);
+            write_kv(slots, layer, rows, pos, qkv, c);
+            attend(slots, layer, rows, pos, qkv, att, scores, par);
+            matmul::linear(att, packed.get(layer, 1), tiles, y, no_epilogue, par);
             add_in_place(x, y);
             // x = x + proj(gelu(fc(ln_2(x)))), GELU applied to each column tile as it is finished.
-            self.ln(block.ln_2, x, xn, &s.zeros, eps);
-            matmul::linear(xn, packed.get(layer, 2), tiles, h4, gelu::gelu_in_place);
-            matmul::linear(h4, packed.get(layer, 3), tiles, y, no_epilogue);
+            self.ln(block.ln_2, x, xn, w, par);
+            matmul::linear(xn, packed.get(layer, 2), tiles, h4, gelu::gelu_in_place, par);
+            matmul::linear(h4, packed.get(layer, 3), tiles, y, no_epilogue, par);
             add_in_place(x, y);
         }
-        self.ln(self.ids.ln_f, x, xn, &s.zeros, eps);
+        self.ln(self.ids.ln_f, x, xn, w, par);
         // Tied head: logits[r, v] = xn[r] · wte[v], as a product with the packed wteᵀ.
-        matmul::linear(xn, packed.head(), tiles, logits, no_epilogue);
-        Ok(())
+        matmul::linear(xn, packed.head(), tiles, logits, no_epilogue, par);
     }
 
     fn ln(
         &self,
-        (w, b): (pglm_autograd::ParamId, Option<pglm_autograd::ParamId>),
+        (weight, bias): (pglm_autograd::ParamId, Option<pglm_autograd::ParamId>),
         x: &[F],
         out: &mut [F],
-        zeros: &[F],
-        eps: F,
+        w: &Weights<'_, F>,
+        par: bool,
     ) {
         let c = self.config().n_embd;
-        let w = self.params.value(w).as_slice().expect("contiguous weight");
-        let b = match b {
+        let weight = self.params.value(weight).as_slice().expect("contiguous weight");
+        let bias = match bias {
             Some(b) => self.params.value(b).as_slice().expect("contiguous bias"),
-            None => &zeros[..c],
+            None => &w.zeros[..c],
         };
-        layer_norm_rows(x, w, b, eps, out);
+        if par {
+            layer_norm_rows(x, weight, bias, w.eps, out);
+        } else {
+            for (x, o) in x.chunks(c).zip(out.chunks_mut(c)) {
+                layer_norm_row(x, weight, bias, w.eps, o);
+            }
+        }
     }
+}
+
+/// What every row of a call reads besides its own buffers.
+struct Weights<'a, F> {
+    packed: &'a PackedWeights<F>,
+    zeros: &'a [F],
+    eps: F,
 }
 
 fn add_in_place<F: Float>(x: &mut [F], y: &[F]) {

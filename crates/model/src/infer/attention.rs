@@ -4,7 +4,7 @@ use pglm_autograd::Float;
 use pglm_autograd::ops::nn::kernels::softmax_row_in_place;
 use rayon::prelude::*;
 
-use super::KvCache;
+use super::Slots;
 
 /// Multiply-adds (q·k plus a·v over all rows and heads) below which attention stays on the
 /// calling thread.
@@ -20,7 +20,7 @@ pub(crate) fn score_stride(capacity: usize) -> usize {
 
 /// Copies each row's key and value (from its packed qkv row) into the cache at its position.
 pub(crate) fn write_kv<F: Float>(
-    cache: &mut KvCache<F>,
+    cache: &mut Slots<'_, F>,
     layer: usize,
     rows: &[(usize, u32)],
     pos: &[usize],
@@ -45,14 +45,17 @@ pub(crate) fn write_kv<F: Float>(
 /// Each row's query attends over its slot's keys at positions 0..=pos:
 /// `att = softmax(q·Kᵀ / sqrt(hs)) · V`, heads side by side (GPT-2's merge). `scores` holds at
 /// least `rows · n_head · t_max` entries, `t_max` the cache's stride (see [`score_stride`]).
+/// With `par`, large calls split the (row, head) pairs over the pool's threads.
+#[allow(clippy::too_many_arguments)] // the buffers of one step, named as in `forward_rows`
 pub(crate) fn attend<F: Float>(
-    cache: &KvCache<F>,
+    cache: &Slots<'_, F>,
     layer: usize,
     rows: &[(usize, u32)],
     pos: &[usize],
     qkv: &[F],
     att: &mut [F],
     scores: &mut [F],
+    par: bool,
 ) {
     let (nh, hs) = (cache.n_head, cache.head_dim);
     let c = nh * hs;
@@ -68,7 +71,7 @@ pub(crate) fn attend<F: Float>(
     let n = rows.len() * nh;
     let items = att[..n * hs].chunks_mut(hs).zip(scores[..n * t_max].chunks_mut(t_max));
     let total: usize = pos.iter().map(|&p| 2 * (p + 1) * c).sum();
-    if total >= PAR_WORK && rayon::current_num_threads() > 1 {
+    if par && total >= PAR_WORK && rayon::current_num_threads() > 1 {
         att[..n * hs]
             .par_chunks_mut(hs)
             .zip(scores[..n * t_max].par_chunks_mut(t_max))

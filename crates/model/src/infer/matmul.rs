@@ -21,9 +21,10 @@ use super::packed::Panels;
 /// Columns of one register tile of the linear kernel: 32 f32 are four AVX2 registers.
 pub(crate) const COLS: usize = 32;
 
-/// Rows of one register tile: 4 rows x 32 columns = 16 accumulator registers, every weight
-/// vector loaded once serves four rows.
-pub(crate) const ROWS: usize = 4;
+/// Rows of one register tile, each weight vector loaded once serves them all: 32 columns are two
+/// AVX-512 registers or four AVX2 ones, so 8 or 4 rows make 16 accumulator registers of the 32
+/// or 16 the CPU has.
+pub(crate) const ROWS: usize = if cfg!(target_feature = "avx512f") { 8 } else { 4 };
 
 /// Multiply-adds below which a product runs on the calling thread (a rayon fan-out costs a few
 /// microseconds; 2^16 multiply-adds take about as long on one core).
@@ -36,8 +37,10 @@ pub(crate) fn task_width(n: usize) -> usize {
 }
 
 /// out[r, :] = bias + x[r, :]·w for the rows of `x` (`k` wide), with `w` and `bias` packed in
-/// `p` (`k x n`). `tiles` is scratch of at least `rows * n`. `epilogue` runs on each finished tile
-/// (all rows of one task's columns) inside its task, e.g. an activation.
+/// `p` (`k x n`). With `par`, a large product splits its columns over the pool's threads, each
+/// task writing its columns of every row into `tiles` (scratch of at least `rows * n`), which are
+/// then moved into `out`; otherwise `out` is written directly. `epilogue` runs on each finished
+/// block of columns (inside its task), e.g. an activation.
 ///
 /// Each element: `acc = bias[j]; for i in 0..k { acc = fma(x[r, i], w[i, j], acc) }`.
 pub(crate) fn linear<F: Float>(
@@ -46,6 +49,7 @@ pub(crate) fn linear<F: Float>(
     tiles: &mut [F],
     out: &mut [F],
     epilogue: impl Fn(&mut [F]) + Sync,
+    par: bool,
 ) {
     let (k, n) = (p.k, p.n);
     let rows = x.len() / k;
@@ -55,18 +59,19 @@ pub(crate) fn linear<F: Float>(
         x.len(),
         out.len()
     );
+    if !(par && rows * k * n >= PAR_WORK && rayon::current_num_threads() > 1) {
+        // One task of all the columns: its tile is `out` itself, row-major.
+        linear_cols(x, p, (0, n), out);
+        epilogue(out);
+        return;
+    }
     let width = task_width(n);
     let tiles = &mut tiles[..rows * n];
-    let task = |(t, tile): (usize, &mut [F])| {
+    tiles.par_chunks_mut(rows * width).enumerate().for_each(|(t, tile)| {
         let j0 = t * width;
         linear_cols(x, p, (j0, width.min(n - j0)), tile);
         epilogue(tile);
-    };
-    if rows * k * n >= PAR_WORK && rayon::current_num_threads() > 1 {
-        tiles.par_chunks_mut(rows * width).enumerate().for_each(task);
-    } else {
-        tiles.chunks_mut(rows * width).enumerate().for_each(task);
-    }
+    });
     scatter(tiles, rows, n, width, out);
 }
 
@@ -111,7 +116,7 @@ fn linear_cols<F: Float>(x: &[F], p: &Panels<F>, (j0, wd): (usize, usize), tile:
             continue;
         }
         for r in (0..grouped).step_by(ROWS) {
-            tile_4x32(&x[r * k..], k, panel, &mut tile[r * wd + jt..], wd);
+            tile_rows(&x[r * k..], k, panel, &mut tile[r * wd + jt..], wd);
         }
         for r in grouped..rows {
             tile_1x32(&x[r * k..(r + 1) * k], panel, &mut tile[r * wd + jt..r * wd + jt + COLS]);
@@ -119,20 +124,20 @@ fn linear_cols<F: Float>(x: &[F], p: &Panels<F>, (j0, wd): (usize, usize), tile:
     }
 }
 
-/// Four rows x [`COLS`] columns over one whole strip: the accumulators are loaded from `out` (row
-/// stride `ld`; the bias), kept in 16 registers while the strip's `k` weight rows stream past, and
-/// stored back. Row `g` of `x` starts at `x[g * k]`.
+/// [`ROWS`] rows x [`COLS`] columns over one whole strip: the accumulators are loaded from `out`
+/// (row stride `ld`; the bias), kept in registers while the strip's `k` weight rows stream past,
+/// and stored back. Row `g` of `x` starts at `x[g * k]`.
 #[inline(never)] // compiled on its own, so that its vectorisation cannot depend on the caller
-fn tile_4x32<F: Float>(x: &[F], k: usize, panel: &[F], out: &mut [F], ld: usize) {
+fn tile_rows<F: Float>(x: &[F], k: usize, panel: &[F], out: &mut [F], ld: usize) {
     let mut acc = [[F::zero(); COLS]; ROWS];
     for (g, a) in acc.iter_mut().enumerate() {
         a.copy_from_slice(&out[g * ld..g * ld + COLS]);
     }
-    let (x0, x1, x2, x3) = (&x[..k], &x[k..2 * k], &x[2 * k..3 * k], &x[3 * k..4 * k]);
+    let xr: [&[F]; ROWS] = std::array::from_fn(|g| &x[g * k..(g + 1) * k]);
     for (i, wr) in panel.chunks_exact(COLS).enumerate().take(k) {
         let wr: &[F; COLS] = wr.try_into().expect("panel row");
-        let xs = [x0[i], x1[i], x2[i], x3[i]];
-        for (a, &xi) in acc.iter_mut().zip(&xs) {
+        for (a, xg) in acc.iter_mut().zip(&xr) {
+            let xi = xg[i];
             for c in 0..COLS {
                 a[c] = xi.mul_add(wr[c], a[c]);
             }
@@ -176,7 +181,7 @@ mod tests {
         let rows = x.len() / k;
         let mut out = vec![0.0; rows * n];
         let mut tiles = vec![0.0; rows * n];
-        linear(x, &Panels::of(w, Some(b), k, n), &mut tiles, &mut out, |_| {});
+        linear(x, &Panels::of(w, Some(b), k, n), &mut tiles, &mut out, |_| {}, true);
         out
     }
 

@@ -204,6 +204,13 @@ pub(crate) fn layer_norm_apply<F: Float>(x: &[F], weight: &[F], bias: &[F], mean
     }
 }
 
+/// Layer norm of one row on the calling thread: the per-row computation of [`layer_norm_rows`],
+/// for callers that already split their rows over threads.
+pub fn layer_norm_row<F: Float>(x: &[F], weight: &[F], bias: &[F], eps: F, out: &mut [F]) {
+    let (mean, rstd) = layer_norm_stats(x, eps);
+    layer_norm_apply(x, weight, bias, mean, rstd, out);
+}
+
 /// Layer norm of contiguous rows of length `C = weight.len()`:
 /// `out = (x - mean) / sqrt(var + eps) * weight + bias`, per row (see the tape's `layer_norm`).
 /// Large inputs are split over rows in parallel; the result does not depend on the thread count.
@@ -222,10 +229,10 @@ pub fn layer_norm_rows<F: Float>(x: &[F], weight: &[F], bias: &[F], eps: F, out:
         bias.len(),
         out.len()
     );
-    x.par_chunks(c).zip(out.par_chunks_mut(c)).with_min_len(rows_per_task(c)).for_each(|(x, o)| {
-        let (mean, rstd) = layer_norm_stats(x, eps);
-        layer_norm_apply(x, weight, bias, mean, rstd, o);
-    });
+    x.par_chunks(c)
+        .zip(out.par_chunks_mut(c))
+        .with_min_len(rows_per_task(c))
+        .for_each(|(x, o)| layer_norm_row(x, weight, bias, eps, o));
 }
 
 #[cfg(test)]
