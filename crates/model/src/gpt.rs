@@ -182,24 +182,50 @@ impl<F: Float> Gpt<F> {
         let pos = tape.narrow(p(self.ids.wpe), 0, 0, t); // (T, C), broadcast over B
         let x0 = tape.add(tok, pos);
         let mut x = dropout(tape, x0);
+        let n_head = self.config.n_head;
         for block in &self.ids.blocks {
-            let h = self.layer_norm(tape, x, p(block.ln_1.0), opt(block.ln_1.1), eps);
-            let qkv = tape.linear(h, p(block.c_attn.0), opt(block.c_attn.1)); // (B, T, 3C)
-            let a = tape.causal_self_attention(qkv, self.config.n_head); // (B, T, C)
-            let a = tape.linear(a, p(block.attn_proj.0), opt(block.attn_proj.1));
-            let a = dropout(tape, a);
-            x = tape.add(x, a);
-
-            let h = self.layer_norm(tape, x, p(block.ln_2.0), opt(block.ln_2.1), eps);
-            let h = tape.linear(h, p(block.c_fc.0), opt(block.c_fc.1)); // (B, T, 4C)
-            let h = tape.gelu(h);
-            let m = tape.linear(h, p(block.mlp_proj.0), opt(block.mlp_proj.1));
-            let m = dropout(tape, m);
-            x = tape.add(x, m);
+            x = self.block(
+                tape,
+                params,
+                block,
+                x,
+                &mut |tape, qkv| tape.causal_self_attention(qkv, n_head),
+                &mut dropout,
+            );
         }
         let h = self.layer_norm(tape, x, p(self.ids.ln_f.0), opt(self.ids.ln_f.1), eps);
         let value_head = self.ids.value_head.map(|(w, b)| (p(w), p(b)));
         Ok(Hidden { h, wte, value_head })
+    }
+
+    /// One pre-LayerNorm block on rows `x` (`(..., C)`): `x + attn(ln_1(x))`, then
+    /// `x + mlp(ln_2(x))`. `attend` maps the rows' packed `qkv` (`(..., 3C)`) to their attention
+    /// outputs (`(..., C)`); `dropout` is applied after each residual branch.
+    pub(crate) fn block(
+        &self,
+        tape: &mut Tape<F>,
+        params: &[Var],
+        block: &BlockIds,
+        x: Var,
+        attend: &mut dyn FnMut(&mut Tape<F>, Var) -> Var,
+        dropout: &mut dyn FnMut(&mut Tape<F>, Var) -> Var,
+    ) -> Var {
+        let p = |id: ParamId| params[id.0];
+        let opt = |id: Option<ParamId>| id.map(|id| params[id.0]);
+        let eps = self.config.layer_norm_epsilon;
+        let h = self.layer_norm(tape, x, p(block.ln_1.0), opt(block.ln_1.1), eps);
+        let qkv = tape.linear(h, p(block.c_attn.0), opt(block.c_attn.1)); // (..., 3C)
+        let a = attend(tape, qkv); // (..., C)
+        let a = tape.linear(a, p(block.attn_proj.0), opt(block.attn_proj.1));
+        let a = dropout(tape, a);
+        let x = tape.add(x, a);
+
+        let h = self.layer_norm(tape, x, p(block.ln_2.0), opt(block.ln_2.1), eps);
+        let h = tape.linear(h, p(block.c_fc.0), opt(block.c_fc.1)); // (..., 4C)
+        let h = tape.gelu(h);
+        let m = tape.linear(h, p(block.mlp_proj.0), opt(block.mlp_proj.1));
+        let m = dropout(tape, m);
+        tape.add(x, m)
     }
 
     fn layer_norm(&self, tape: &mut Tape<F>, x: Var, w: Var, b: Option<Var>, eps: f64) -> Var {

@@ -29,6 +29,7 @@ pub mod hf;
 mod infer;
 mod model_file;
 pub mod safetensors_io;
+mod shared;
 pub mod tokenizer;
 
 pub use config::GptConfig;
@@ -36,6 +37,7 @@ pub use error::ModelError;
 pub use gpt::{Gpt, Hidden};
 pub use infer::{InferScratch, KvCache};
 pub use model_file::{MODEL_KIND, SavedModel};
+pub use shared::SharedRows;
 
 #[cfg(test)]
 mod gpt_tests;

@@ -7,11 +7,12 @@
 //! together, which rows share a register tile, or which thread runs it. The tiles below differ in
 //! how many elements they compute at once, not in how each element is computed.
 //!
-//! Parallelism splits the *output columns* (the weight matrix's columns), so each of the two cores
-//! streams half of the weights once per step: at batch 1 the product is bound by reading the
-//! weights, and splitting rows would make both cores read all of them. Each task writes its
-//! columns for every row into its own contiguous tile, `[rows][width]`; [`scatter`] then moves the
-//! tiles into row-major order.
+//! A call split by rows (see `split`) runs each product on one thread. Otherwise a large product
+//! splits its *output columns* (the weight matrix's columns), so each of the two cores streams half
+//! of the weights once per step: at batch 1 the product is bound by reading the weights, and
+//! splitting rows would make both cores read all of them. Each task writes its columns for every
+//! row into its own contiguous tile, `[rows][width]`; [`scatter`] then moves the tiles into
+//! row-major order.
 
 use pglm_autograd::Float;
 use rayon::prelude::*;

@@ -180,6 +180,11 @@ pub(crate) fn rl_step<F: Float>(t: &mut RlTrainer<F>, lr: f64, step: u64) -> Res
     for epoch in 0..cfg.update.epochs {
         let order = t.pass_order(step, epoch, n);
         for rows in order.chunks(mini) {
+            // Rollout order inside the mini-batch, so that a group's members sit together and
+            // share their prompt's forward (`update::accumulate`); the order does not change the sum.
+            let mut rows = rows.to_vec();
+            rows.sort_unstable();
+            let rows = &rows[..];
             let weights = token_weights(
                 cfg.algorithm.aggregation,
                 &rows_of(&batch.mask, rows),

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use ndarray::{Array2, ArrayD, Axis, Ix2};
 use pglm_autograd::{Float, Tape, Var};
-use pglm_model::{Gpt, Hidden};
+use pglm_model::{Gpt, Hidden, SharedRows};
 use pglm_sampler::Scorer;
 
 use crate::TrainError;
@@ -147,7 +147,7 @@ pub fn accumulate<F: Float>(
 
         let t_forward = Instant::now();
         let mut tape = Tape::new();
-        let hidden = policy.forward(&mut tape, &ids, None)?;
+        let hidden = forward_rollout(policy, &mut tape, &ids)?;
         // Σ of the loss terms so far (`add` folds the next one in).
         let mut total: Option<Var> = None;
         let add = |tape: &mut Tape<F>, total: Option<Var>, term: Var| match total {
@@ -235,7 +235,7 @@ pub fn score_sequences<F: Float>(
         let ids = batch.ids.select(Axis(0), chunk);
         let targets = batch.targets.select(Axis(0), chunk);
         let mut tape = Tape::no_grad();
-        let hidden = model.forward(&mut tape, &ids, None)?;
+        let hidden = forward_rollout(model, &mut tape, &ids)?;
         let mut logits = model.logits(&mut tape, hidden);
         if temperature != 1.0 {
             logits = tape.mul_scalar(logits, 1.0 / temperature);
@@ -270,6 +270,22 @@ pub fn score_reference<F: Float>(
         samples.iter().map(|s| (&prompts[s.prompt].ids[..], &s.completion.tokens[..])).collect();
     let logps = scorer.score(model, &pairs, temperature)?;
     Ok(per_token(samples, prompts, width, |i, j| f64::from(logps[i][j])))
+}
+
+/// The hidden states of rollout sequences `ids` under `model`, each prefix that consecutive
+/// sequences share (a group's prompt) computed once ([`SharedRows`]) when that stores at least a
+/// tenth fewer positions; otherwise the plain forward, which skips the shared path's gathers.
+fn forward_rollout<F: Float>(
+    model: &Gpt<F>,
+    tape: &mut Tape<F>,
+    ids: &ArrayD<u32>,
+) -> Result<Hidden, TrainError> {
+    let shared = SharedRows::of(ids)?;
+    Ok(if shared.rows() * 10 <= shared.positions() * 9 {
+        model.forward_shared(tape, &shared)?
+    } else {
+        model.forward(tape, ids, None)?
+    })
 }
 
 /// A tape value known to be 2-D.
