@@ -13,6 +13,9 @@ const PAR_WORK: usize = 1 << 16;
 /// Positions per block of attention scores: 64 accumulators, four independent chains of fmas.
 const SCORE_BLOCK: usize = 64;
 
+/// The width of a last block of scores that needs at most half a block.
+const HALF_BLOCK: usize = SCORE_BLOCK / 2;
+
 /// Positions stored per head for a cache of `capacity`: whole score blocks.
 pub(crate) fn score_stride(capacity: usize) -> usize {
     capacity.div_ceil(SCORE_BLOCK).max(1) * SCORE_BLOCK
@@ -94,8 +97,14 @@ fn head<F: Float>(q: &[F], keys_t: &[F], values: &[F], t: usize, scale: F, sc: &
     // cut to the rest of `t`, one chain per 16 positions, read fewer cache lines of short rows
     // but ran slower: the chains wait on the fma's latency.) The last block may run past `t`,
     // never past the head's stored positions; its extra scores are never read.
+    // A last block of at most 32 positions is 32 wide, its sum over i split by the parity of i:
+    // four chains again, over half the width.
     for p in (0..t).step_by(SCORE_BLOCK) {
-        weighted_sum::<F, SCORE_BLOCK>(q, keys_t, t_max, p, &mut sc[p..p + SCORE_BLOCK]);
+        if t - p <= HALF_BLOCK {
+            weighted_sum_split::<F, HALF_BLOCK>(q, keys_t, t_max, p, &mut sc[p..p + HALF_BLOCK]);
+        } else {
+            weighted_sum::<F, SCORE_BLOCK>(q, keys_t, t_max, p, &mut sc[p..p + SCORE_BLOCK]);
+        }
     }
     let sc = &mut sc[..t];
     sc.iter_mut().for_each(|s| *s *= scale);
@@ -108,16 +117,39 @@ fn head<F: Float>(q: &[F], keys_t: &[F], values: &[F], t: usize, scale: F, sc: &
         weighted_sum::<F, 64>(sc, values, hs, d, &mut out[d..d + 64]);
         d += 64;
     }
+    // Narrower blocks split the sum over p by parity, for more independent chains.
     while d + 32 <= hs {
-        weighted_sum::<F, 32>(sc, values, hs, d, &mut out[d..d + 32]);
+        weighted_sum_split::<F, 32>(sc, values, hs, d, &mut out[d..d + 32]);
         d += 32;
     }
     while d + 16 <= hs {
-        weighted_sum::<F, 16>(sc, values, hs, d, &mut out[d..d + 16]);
+        weighted_sum_split::<F, 16>(sc, values, hs, d, &mut out[d..d + 16]);
         d += 16;
     }
     for d in d..hs {
         weighted_sum::<F, 1>(sc, values, hs, d, &mut out[d..d + 1]);
+    }
+}
+
+/// [`weighted_sum`] with the even and the odd p summed apart, then added:
+/// `out[j] = Σ_{p even} a[p] m[p, d0 + j] + Σ_{p odd} a[p] m[p, d0 + j]`, each sum in order.
+#[inline(always)]
+fn weighted_sum_split<F: Float, const B: usize>(a: &[F], m: &[F], stride: usize, d0: usize, out: &mut [F]) {
+    let (mut even, mut odd) = ([F::zero(); B], [F::zero(); B]);
+    let mut rows = a.iter().zip(m.chunks_exact(stride));
+    while let Some((&a0, m0)) = rows.next() {
+        let v: &[F; B] = m0[d0..d0 + B].try_into().expect("column block");
+        for j in 0..B {
+            even[j] = a0.mul_add(v[j], even[j]);
+        }
+        let Some((&a1, m1)) = rows.next() else { break };
+        let v: &[F; B] = m1[d0..d0 + B].try_into().expect("column block");
+        for j in 0..B {
+            odd[j] = a1.mul_add(v[j], odd[j]);
+        }
+    }
+    for j in 0..B {
+        out[j] = even[j] + odd[j];
     }
 }
 

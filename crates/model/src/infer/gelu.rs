@@ -59,7 +59,12 @@ fn exp_f32(z: f32) -> f32 {
     // ln 2 = LN2_HI + LN2_LO, LN2_HI with 9 significant bits so that m · LN2_HI is exact (Cody-Waite).
     const LN2_HI: f32 = 355.0 / 512.0;
     const LN2_LO: f32 = -0.000_212_194_44;
-    let m = (z * std::f32::consts::LOG2_E).round_ties_even();
+    // m = round_ties_even(z · log2 e): adding 1.5 · 2²³ rounds to an integer, which the sum's
+    // low mantissa bits then hold. (An `as i32` cast would saturate, lane by lane, unvectorised.)
+    const MAGIC: f32 = 12_582_912.0;
+    let shifted = z * std::f32::consts::LOG2_E + MAGIC;
+    let m = shifted - MAGIC;
+    let m_int = shifted.to_bits() as i32 - MAGIC.to_bits() as i32;
     let r = (z - m * LN2_HI) - m * LN2_LO;
     // p(r) = sum_{i ≤ 7} r^i / i!, by Horner.
     let mut p = 1.0 / 5040.0f32;
@@ -71,7 +76,7 @@ fn exp_f32(z: f32) -> f32 {
     p = r.mul_add(p, 1.0);
     p = r.mul_add(p, 1.0);
     // 2^m from its exponent bits (m ≥ −26 here, a normal number).
-    let scale = f32::from_bits(((m as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((m_int + 127) as u32) << 23);
     p * scale
 }
 

@@ -100,14 +100,11 @@ fn linear_cols<F: Float>(x: &[F], p: &Panels<F>, (j0, wd): (usize, usize), tile:
     for jt in (0..wd).step_by(COLS) {
         let (panel, bias) = p.strip((j0 + jt) / COLS);
         let cw = COLS.min(wd - jt);
-        for r in 0..rows {
-            tile[r * wd + jt..r * wd + jt + cw].copy_from_slice(&bias[..cw]);
-        }
         if cw < COLS {
             // A strip cut short by the end of the matrix: one column at a time.
             for r in 0..rows {
                 for c in 0..cw {
-                    let mut acc = tile[r * wd + jt + c];
+                    let mut acc = bias[c];
                     for (i, &xi) in x[r * k..(r + 1) * k].iter().enumerate() {
                         acc = xi.mul_add(panel[i * COLS + c], acc);
                     }
@@ -116,24 +113,22 @@ fn linear_cols<F: Float>(x: &[F], p: &Panels<F>, (j0, wd): (usize, usize), tile:
             }
             continue;
         }
+        let bias: &[F; COLS] = bias.try_into().expect("a strip's bias");
         for r in (0..grouped).step_by(ROWS) {
-            tile_rows(&x[r * k..], k, panel, &mut tile[r * wd + jt..], wd);
+            tile_rows(&x[r * k..], k, panel, bias, &mut tile[r * wd + jt..], wd);
         }
         for r in grouped..rows {
-            tile_1x32(&x[r * k..(r + 1) * k], panel, &mut tile[r * wd + jt..r * wd + jt + COLS]);
+            tile_1x32(&x[r * k..(r + 1) * k], panel, bias, &mut tile[r * wd + jt..r * wd + jt + COLS]);
         }
     }
 }
 
-/// [`ROWS`] rows x [`COLS`] columns over one whole strip: the accumulators are loaded from `out`
-/// (row stride `ld`; the bias), kept in registers while the strip's `k` weight rows stream past,
-/// and stored back. Row `g` of `x` starts at `x[g * k]`.
+/// [`ROWS`] rows x [`COLS`] columns over one whole strip: the accumulators start at the bias,
+/// stay in registers while the strip's `k` weight rows stream past, and are stored into `out`
+/// (row stride `ld`). Row `g` of `x` starts at `x[g * k]`.
 #[inline(never)] // compiled on its own, so that its vectorisation cannot depend on the caller
-fn tile_rows<F: Float>(x: &[F], k: usize, panel: &[F], out: &mut [F], ld: usize) {
-    let mut acc = [[F::zero(); COLS]; ROWS];
-    for (g, a) in acc.iter_mut().enumerate() {
-        a.copy_from_slice(&out[g * ld..g * ld + COLS]);
-    }
+fn tile_rows<F: Float>(x: &[F], k: usize, panel: &[F], bias: &[F; COLS], out: &mut [F], ld: usize) {
+    let mut acc = [*bias; ROWS];
     let xr: [&[F]; ROWS] = std::array::from_fn(|g| &x[g * k..(g + 1) * k]);
     for (i, wr) in panel.chunks_exact(COLS).enumerate().take(k) {
         let wr: &[F; COLS] = wr.try_into().expect("panel row");
@@ -152,9 +147,8 @@ fn tile_rows<F: Float>(x: &[F], k: usize, panel: &[F], out: &mut [F], ld: usize)
 /// One row x [`COLS`] columns over one whole strip (batch 1: the weights stream through four
 /// accumulator registers, read once, front to back).
 #[inline(never)]
-fn tile_1x32<F: Float>(x: &[F], panel: &[F], out: &mut [F]) {
-    let mut acc = [F::zero(); COLS];
-    acc.copy_from_slice(out);
+fn tile_1x32<F: Float>(x: &[F], panel: &[F], bias: &[F; COLS], out: &mut [F]) {
+    let mut acc = *bias;
     for (&xi, wr) in x.iter().zip(panel.chunks_exact(COLS)) {
         let wr: &[F; COLS] = wr.try_into().expect("panel row");
         for c in 0..COLS {
