@@ -3,7 +3,9 @@
 //!
 //! [`Gpt`] is a GPT-2 decoder (learned positions, pre-LayerNorm blocks, GELU MLP, tied LM head)
 //! whose weights live in a named [`pglm_autograd::ParamStore`]. Its training forward runs on the
-//! autograd tape; [`Gpt::forward_cached`] runs inference on a preallocated [`KvCache`] without it.
+//! autograd tape ([`Gpt::forward_shared`] runs it with each prefix that consecutive sequences share
+//! computed once, as a GRPO group's prompt); [`Gpt::forward_cached`] runs inference on a
+//! preallocated [`KvCache`] without it.
 //!
 //! ```
 //! use ndarray::{ArrayD, IxDyn};
