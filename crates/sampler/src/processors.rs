@@ -199,9 +199,20 @@ pub fn draw(logits: &[f32], u: f64, probs: &mut Vec<f64>) -> Option<(usize, f64)
 
 /// log softmax(z / T)[token] over the full row, in f64 (the training policy's log-probability).
 pub fn log_softmax_at(logits: &[f32], token: usize, inv_t: f64) -> f64 {
-    let z_max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64 * inv_t;
-    let sum: f64 = logits.iter().map(|&z| (z as f64 * inv_t - z_max).exp()).sum();
-    logits[token] as f64 * inv_t - z_max - sum.ln()
+    log_softmax_from(logits[token], log_normalizer(logits.iter().copied(), inv_t), inv_t)
+}
+
+/// The two terms of `log Σ_v exp(z_v / T)` that [`log_softmax_at`] subtracts, in its order:
+/// `(m, ln Σ_v exp(z_v / T − m))` with `m = max_v z_v / T`.
+pub(crate) fn log_normalizer(logits: impl Iterator<Item = f32> + Clone, inv_t: f64) -> (f64, f64) {
+    let z_max = logits.clone().fold(f32::NEG_INFINITY, f32::max) as f64 * inv_t;
+    let sum: f64 = logits.map(|z| (z as f64 * inv_t - z_max).exp()).sum();
+    (z_max, sum.ln())
+}
+
+/// `z / T − m − ln Σ`, the log-probability of a logit `z` given its row's [`log_normalizer`].
+pub(crate) fn log_softmax_from(z: f32, (z_max, ln_sum): (f64, f64), inv_t: f64) -> f64 {
+    z as f64 * inv_t - z_max - ln_sum
 }
 
 #[cfg(test)]

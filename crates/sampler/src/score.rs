@@ -16,7 +16,9 @@ use pglm_autograd::Float;
 use pglm_model::{Gpt, GptConfig, InferScratch, KvCache};
 
 use crate::SamplerError;
-use crate::processors::log_softmax_at;
+use rayon::prelude::*;
+
+use crate::processors::{log_normalizer, log_softmax_from};
 
 /// Rows per forward call: large enough for the products to run at full speed, small enough for
 /// the logits and work buffers to stay a few MB at the larger configs.
@@ -29,7 +31,8 @@ pub struct Scorer<F: Float> {
     cache: KvCache<F>,
     scratch: InferScratch<F>,
     logits: Vec<F>,
-    row: Vec<f32>,
+    /// Per row of a call: its logits' normalizer (see `log_normalizer`), `None` when not finite.
+    norms: Vec<Option<(f64, f64)>>,
     rows: Vec<(usize, u32)>,
     /// For each row of `rows`: the log-probabilities its logits give, if any.
     targets: Vec<Option<Target>>,
@@ -54,7 +57,7 @@ impl<F: Float> Scorer<F> {
             cache: KvCache::new(config, slots, 1),
             scratch: InferScratch::new(config, ROWS),
             logits: vec![F::zero(); ROWS * config.vocab_size],
-            row: Vec::with_capacity(config.vocab_size),
+            norms: vec![None; ROWS],
             rows: Vec::with_capacity(ROWS),
             targets: Vec::with_capacity(ROWS),
         }
@@ -175,17 +178,26 @@ impl<F: Float> Scorer<F> {
                 &self.rows[start..end],
                 &mut self.logits[..n * vocab],
             )?;
-            for (r, target) in self.targets[start..end].iter().enumerate() {
+            // Each target row's normalizer, rows in parallel (the one pass over the vocabulary
+            // that costs; every row is independent, so the thread count changes no bit).
+            let logits = &self.logits;
+            let targets = &self.targets[start..end];
+            let norms = &mut self.norms[..n];
+            norms.par_iter_mut().enumerate().with_min_len(16).for_each(|(r, norm)| {
+                *norm = targets[r].and_then(|_| {
+                    let row = logits[r * vocab..(r + 1) * vocab].iter().map(|&z| Float::to_f64(z) as f32);
+                    row.clone().all(f32::is_finite).then(|| log_normalizer(row, inv_t))
+                });
+            });
+            for (r, target) in targets.iter().enumerate() {
                 let Some(target) = *target else { continue };
                 let first_pair = match target {
                     Target::FirstTokens(start, _) | Target::Token(start, _) => start,
                 };
-                self.row.clear();
-                self.row
-                    .extend(self.logits[r * vocab..(r + 1) * vocab].iter().map(|&z| Float::to_f64(z) as f32));
-                if !self.row.iter().all(|z| z.is_finite()) {
+                let Some(norm) = self.norms[r] else {
                     return Err(SamplerError::NonFiniteScore { index: first_pair });
-                }
+                };
+                let row = &self.logits[r * vocab..(r + 1) * vocab];
                 let mut record = |pair: usize, k: usize| -> Result<(), SamplerError> {
                     let token = pairs[pair].1[k] as usize;
                     if token >= vocab {
@@ -195,7 +207,8 @@ impl<F: Float> Scorer<F> {
                         }
                         .into());
                     }
-                    out[pair][k] = log_softmax_at(&self.row, token, inv_t) as f32;
+                    let z = Float::to_f64(row[token]) as f32;
+                    out[pair][k] = log_softmax_from(z, norm, inv_t) as f32;
                     Ok(())
                 };
                 match target {
