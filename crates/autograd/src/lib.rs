@@ -38,6 +38,7 @@
 //! assert!(params.value(w)[[0, 0]] < 0.1);
 //! ```
 
+mod fill;
 mod float;
 pub mod memory;
 pub mod ops;

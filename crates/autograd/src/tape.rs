@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 
 use crate::Float;
 use crate::ops::Op;
@@ -249,8 +249,8 @@ impl<F: Float> Backward<'_, F> {
     /// (`+=`, as llm.c's backward kernels do). Only call it when [`Backward::needs`] is true.
     pub(crate) fn slot(&mut self, v: Var) -> &mut ArrayD<F> {
         debug_assert!(self.needs(v));
-        let shape = IxDyn(self.nodes[v.index()].value.get().shape());
-        self.grads[v.index()].get_or_insert_with(|| ArrayD::zeros(shape))
+        let shape = self.nodes[v.index()].value.get().shape();
+        self.grads[v.index()].get_or_insert_with(|| crate::fill::zeros(shape))
     }
 }
 

@@ -159,7 +159,7 @@ impl<F: Float> Op<F> {
                 let (n_b, n_h, t, d) = (shape[0], shape[1], shape[2], shape[3]);
                 let scale = F::of(1.0 / (d as f64).sqrt());
                 // Fresh gradients (not the slots): q, k and v may be the same node.
-                let mut grads = [(); 3].map(|_| ArrayD::<F>::zeros(shape.clone()));
+                let mut grads = [(); 3].map(|_| crate::fill::zeros::<F>(&shape));
                 {
                     let [qv, kv, vv] =
                         [q, k, v].map(|x| ctx.value(x).view().into_dimensionality::<Ix4>().unwrap());
@@ -190,7 +190,7 @@ impl<F: Float> Op<F> {
                 let (qkv, n_head) = (*qkv, *n_head);
                 let (n_b, t, c, hs) = packed_dims(ctx.value(qkv).shape(), n_head);
                 let scale = F::of(1.0 / (hs as f64).sqrt());
-                let mut dqkv = ArrayD::<F>::zeros(ctx.value(qkv).shape());
+                let mut dqkv = crate::fill::zeros::<F>(ctx.value(qkv).shape());
                 {
                     let x = ctx.value(qkv).view().into_dimensionality::<Ix3>().expect("3-D qkv");
                     let go = grad_out.view().into_dimensionality::<Ix3>().expect("3-D gradient");
@@ -235,8 +235,8 @@ impl<F: Float> Tape<F> {
         let [qv, kv, vv] = heads4(self, q, k, v);
         let (n_b, n_h, t, d) = qv.dim();
         let scale = F::of(1.0 / (d as f64).sqrt());
-        let mut probs = ArrayD::<F>::zeros(vec![n_b, n_h, t, t]);
-        let mut out = ArrayD::<F>::zeros(vec![n_b, n_h, t, d]);
+        let mut probs = crate::fill::zeros::<F>(&[n_b, n_h, t, t]);
+        let mut out = crate::fill::zeros::<F>(&[n_b, n_h, t, d]);
         {
             let p = probs
                 .view_mut()
@@ -267,8 +267,8 @@ impl<F: Float> Tape<F> {
         let (n_b, t, c, hs) = packed_dims(self.shape(qkv), n_head);
         let scale = F::of(1.0 / (hs as f64).sqrt());
         let x = self.value(qkv).view().into_dimensionality::<Ix3>().expect("3-D qkv");
-        let mut probs = ArrayD::<F>::zeros(vec![n_b, n_head, t, t]);
-        let mut out = ArrayD::<F>::zeros(vec![n_b, t, c]);
+        let mut probs = crate::fill::zeros::<F>(&[n_b, n_head, t, t]);
+        let mut out = crate::fill::zeros::<F>(&[n_b, t, c]);
         {
             let p = probs
                 .view_mut()

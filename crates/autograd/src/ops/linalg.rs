@@ -260,13 +260,14 @@ impl<F: Float> Tape<F> {
         let mut out_shape = self.shape(x).to_vec();
         *out_shape.last_mut().expect("x has an axis") = d_out;
         // Start from the bias broadcast over the rows and let the GEMM add x·w to it (beta = 1).
-        let (mut y, beta) = match b {
+        let (y, beta) = match b {
             Some(b) => {
-                let bv = self.value(b).view().into_dimensionality::<Ix1>().expect("1-D bias");
-                (bv.broadcast((rows, d_out)).expect("bias spans out").to_owned(), F::one())
+                let bv = self.value(b).as_standard_layout();
+                (crate::fill::repeat_row(bv.as_slice().expect("standard layout"), rows), F::one())
             }
-            None => (ndarray::Array2::zeros((rows, d_out)), F::zero()),
+            None => (crate::fill::zero_vec(rows * d_out), F::zero()),
         };
+        let mut y = ndarray::Array2::from_shape_vec((rows, d_out), y).expect("rows x d_out");
         {
             let xv = as3(self.value(x), (1, rows, d_in));
             let wv = self.value(w).view().into_dimensionality::<Ix2>().expect("2-D weight");

@@ -74,7 +74,7 @@ impl<F: Float> Tape<F> {
         let idv = checked_ids("embedding", ids, v, "the vocabulary (rows of the weight) has");
         let mut shape = ids.shape().to_vec();
         shape.push(c);
-        let mut out = vec![F::zero(); idv.len() * c];
+        let mut out = crate::fill::zero_vec(idv.len() * c);
         if c > 0 {
             let w = self.value(weight).as_standard_layout();
             let w = w.as_slice().expect("standard layout");

@@ -136,7 +136,7 @@ impl<F: Float> Tape<F> {
             );
         }
         let eps = F::of(eps);
-        let mut out = vec![F::zero(); n * c];
+        let mut out = crate::fill::zero_vec(n * c);
         let (mut mean, mut rstd) = (vec![F::zero(); n], vec![F::zero(); n]);
         {
             let xs = self.value(x).as_standard_layout();
