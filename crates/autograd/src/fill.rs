@@ -11,8 +11,12 @@ use rayon::prelude::*;
 
 use crate::Float;
 
-/// Elements below which a fill stays on the calling thread.
-const PAR_FILL: usize = 1 << 16;
+/// Elements below which a fill stays on the calling thread. A parallel call from a thread outside
+/// the pool costs a hand-over of 10-20 µs, more than a `memset` of a few hundred KB: with a
+/// threshold of 2^16 elements config S's training step (`cargo xtask bench --filter "train
+/// step"`) ran 7-10% slower; at 2^20 (4 MB of f32) it is unchanged within the noise, and config M
+/// and L's steps unchanged or faster.
+const PAR_FILL: usize = 1 << 20;
 
 /// Elements of one parallel task of a fill (whole rows in [`repeat_row`]).
 const CHUNK: usize = 1 << 14;
