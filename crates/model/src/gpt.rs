@@ -228,7 +228,7 @@ impl<F: Float> Gpt<F> {
         tape.add(x, m)
     }
 
-    fn layer_norm(&self, tape: &mut Tape<F>, x: Var, w: Var, b: Option<Var>, eps: f64) -> Var {
+    pub(crate) fn layer_norm(&self, tape: &mut Tape<F>, x: Var, w: Var, b: Option<Var>, eps: f64) -> Var {
         let b = match b {
             Some(b) => b,
             None => tape.constant(ArrayD::zeros(vec![self.config.n_embd])),

@@ -100,22 +100,17 @@ impl<F: Float> KvCache<F> {
         }
         let len = self.lens[from];
         let (hs, cap) = (self.head_dim, self.stride);
-        for layer in 0..self.n_layer {
-            for head in 0..self.n_head {
-                let (src, dst) = (self.head_base(layer, from, head), self.head_base(layer, to, head));
-                self.v.copy_within(src..src + len * hs, dst);
+        let slots = self.slots_mut();
+        for layer in 0..slots.n_layer {
+            for head in 0..slots.n_head {
+                let (src, dst) = (slots.head_base(layer, from, head), slots.head_base(layer, to, head));
+                slots.v.copy_within(src..src + len * hs, dst);
                 for i in 0..hs {
-                    self.k.copy_within(src + i * cap..src + i * cap + len, dst + i * cap);
+                    slots.k.copy_within(src + i * cap..src + i * cap + len, dst + i * cap);
                 }
             }
         }
         self.lens[to] = len;
-    }
-
-    /// Where one head of one slot starts, in `k` and in `v` alike (`head_dim · stride` values).
-    #[inline]
-    fn head_base(&self, layer: usize, slot: usize, head: usize) -> usize {
-        ((slot * self.n_layer + layer) * self.n_head + head) * self.stride * self.head_dim
     }
 
     /// Every slot's keys and values, to be split between the tasks of a call.

@@ -122,11 +122,7 @@ impl<F: Float> Gpt<F> {
             x = self.block(tape, &params, block, x, &mut attend, &mut no_dropout);
         }
         let ln_f = self.ids.ln_f;
-        let bias = match ln_f.1 {
-            Some(b) => p(b),
-            None => tape.constant(ArrayD::zeros(vec![c])),
-        };
-        let h = tape.layer_norm(x, p(ln_f.0), bias, eps); // (R, C)
+        let h = self.layer_norm(tape, x, p(ln_f.0), ln_f.1.map(p), eps); // (R, C)
         let h = tape.embedding(h, &shared.expand); // (B, T, C)
         let value_head = self.ids.value_head.map(|(w, b)| (p(w), p(b)));
         Ok(Hidden { h, wte, value_head })

@@ -24,7 +24,7 @@ use crate::Gpt;
 /// each share of a call split by rows.
 pub(crate) struct Slots<'a, F> {
     first: usize,
-    n_layer: usize,
+    pub(crate) n_layer: usize,
     pub(crate) n_head: usize,
     pub(crate) head_dim: usize,
     pub(crate) stride: usize,
