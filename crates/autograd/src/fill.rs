@@ -40,6 +40,9 @@ pub(crate) fn zeros<F: Float>(shape: &[usize]) -> ArrayD<F> {
 /// `row` repeated `rows` times, back to back (a bias broadcast over the rows of a product).
 pub(crate) fn repeat_row<F: Float>(row: &[F], rows: usize) -> Vec<F> {
     let c = row.len();
+    if rows * c < PAR_FILL {
+        return row.repeat(rows); // one pass, no zeroing first
+    }
     let mut v = zero_vec(rows * c);
     if let Some(per_task) = CHUNK.checked_div(c) {
         v.par_chunks_mut(c).with_min_len(per_task.max(1)).for_each(|r| r.copy_from_slice(row));
