@@ -37,8 +37,9 @@ struct Bench {
 }
 
 /// The model's attention configurations: (name, B, H, T, D).
+/// `S-rl` is the GRPO step's update: 128 sequences of 39 positions.
 const CONFIGS: &[(&str, usize, usize, usize, usize)] =
-    &[("S", 32, 4, 64, 32), ("M", 16, 4, 128, 64), ("L", 8, 6, 256, 64)];
+    &[("S", 32, 4, 64, 32), ("S-rl", 128, 4, 39, 32), ("M", 16, 4, 128, 64), ("L", 8, 6, 256, 64)];
 
 /// Deterministic values in [-1, 1): the benchmarks need data, not randomness.
 fn filled(shape: &[usize], seed: u64) -> ArrayD<f32> {
@@ -125,6 +126,10 @@ fn all_benches() -> Vec<Bench> {
         (2048, 768, 256, false, true),
         (1024, 2048, 256, true, false),
         (2048, 256, 1024, false, true),
+        // Config S at the GRPO step's 4096 stored rows: the fc layer's y, dX and dW.
+        (4096, 128, 512, false, false),
+        (4096, 512, 128, false, true),
+        (128, 4096, 512, true, false),
     ] {
         v.push(gemm_bench(m, k, n, ta, tb));
     }
@@ -177,6 +182,8 @@ fn all_benches() -> Vec<Bench> {
     }));
     v.push(tape_bench("exp fwd 2048x1024".into(), bytes(2), &[shape], false, |t, x| t.exp(x[0])));
     v.push(tape_bench("exp fwd+bwd 2048x1024".into(), bytes(6), &[shape], true, |t, x| t.exp(x[0])));
+    v.push(tape_bench("gelu fwd 2048x1024".into(), bytes(2), &[shape], false, |t, x| t.gelu(x[0])));
+    v.push(tape_bench("gelu fwd+bwd 2048x1024".into(), bytes(6), &[shape], true, |t, x| t.gelu(x[0])));
     v.extend(train_benches());
     v
 }
