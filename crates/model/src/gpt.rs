@@ -124,11 +124,20 @@ impl<F: Float> Gpt<F> {
         if ids.ndim() != 2 || ids.shape()[1] == 0 {
             return Err(ModelError::BadBatch { shape: ids.shape().to_vec() });
         }
-        let t = ids.shape()[1];
+        self.check_tokens(ids.shape()[1], ids.iter())
+    }
+
+    /// The checks every forward makes of its tokens: sequences of `t` positions fit the context,
+    /// and every id is in the vocabulary.
+    pub(crate) fn check_tokens<'a>(
+        &self,
+        t: usize,
+        mut ids: impl Iterator<Item = &'a u32>,
+    ) -> Result<(), ModelError> {
         if t > self.config.context_length {
             return Err(ModelError::ContextTooLong { length: t, context_length: self.config.context_length });
         }
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+        if let Some(&id) = ids.find(|&&id| id as usize >= self.config.vocab_size) {
             return Err(ModelError::TokenOutOfRange { id, vocab_size: self.config.vocab_size });
         }
         Ok(())

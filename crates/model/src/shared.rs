@@ -94,13 +94,7 @@ impl<F: Float> Gpt<F> {
     /// taken in another order, and the same gradients.
     pub fn forward_shared(&self, tape: &mut Tape<F>, shared: &SharedRows) -> Result<Hidden, ModelError> {
         let cfg = self.config();
-        let t_n = shared.expand.shape()[1];
-        if t_n > cfg.context_length {
-            return Err(ModelError::ContextTooLong { length: t_n, context_length: cfg.context_length });
-        }
-        if let Some(&id) = shared.tokens.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-            return Err(ModelError::TokenOutOfRange { id, vocab_size: cfg.vocab_size });
-        }
+        self.check_tokens(shared.expand.shape()[1], shared.tokens.iter())?;
         let params = self.bind(tape);
         let p = |id: pglm_autograd::ParamId| params[id.0];
         let (c, n_head, eps) = (cfg.n_embd, cfg.n_head, cfg.layer_norm_epsilon);
