@@ -14,10 +14,9 @@
 
 use pglm_autograd::Float;
 use pglm_model::{Gpt, GptConfig, InferScratch, KvCache};
-
-use crate::SamplerError;
 use rayon::prelude::*;
 
+use crate::SamplerError;
 use crate::processors::{log_normalizer, log_softmax_from};
 
 /// Rows per forward call: large enough for the products to run at full speed, small enough for
