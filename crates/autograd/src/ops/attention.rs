@@ -10,15 +10,13 @@
 //! ```
 //!
 //! Masked probabilities are exactly zero, so their dS is zero and backward needs no mask.
-//! Heads are independent: the forward and backward loops run in parallel over (batch, head) pairs,
-//! with single-threaded GEMMs inside (one level of threading; each head's result does not depend
-//! on which thread computed it).
+//! The loops run in parallel over batch rows (a task owns its row of the output and of the
+//! gradient, every head of it); each head runs the register-tiled kernels of `head` on one thread,
+//! so its result does not depend on which thread computed it.
 
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayView4, ArrayViewMut2, Axis, Ix3, Ix4, s};
+use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use crate::ops::linalg::gemm_serial;
-use crate::ops::nn::kernels::{dot, softmax_row_in_place};
 use crate::tape::Backward;
 use crate::{Float, Tape, Var};
 
@@ -30,113 +28,23 @@ pub(crate) enum Op<F> {
     CausalSelfAttention { qkv: Var, n_head: usize, probs: ArrayD<F> },
 }
 
-/// Query rows per block of the causal loops: the rows `r0..r1` of a block attend only to keys
-/// `0..r1`, so each block's products stop at its last row and the masked upper triangle is
-/// (mostly) never computed: at T = 256 the products do 36/64 of the full T×T work.
-const CAUSAL_BLOCK: usize = 32;
-
-/// The row blocks of one head: `(r0, r1, cols)` with `cols` the keys the rows `r0..r1` can see.
-fn row_blocks(t: usize, causal: bool) -> impl Iterator<Item = (usize, usize, usize)> {
-    let block = if causal { CAUSAL_BLOCK } else { t.max(1) };
-    (0..t).step_by(block).map(move |r0| {
-        let r1 = (r0 + block).min(t);
-        (r0, r1, if causal { r1 } else { t })
-    })
-}
-
-/// One head's forward: P = softmax(scale q·kᵀ) (rows masked after the diagonal when `causal`), O = P·v.
-/// `p` (T, T) and `o` (T, D) are overwritten.
-fn head_forward<F: Float>(
-    q: ArrayView2<'_, F>,
-    k: ArrayView2<'_, F>,
-    v: ArrayView2<'_, F>,
-    scale: F,
-    causal: bool,
-    mut p: ArrayViewMut2<'_, F>,
-    mut o: ArrayViewMut2<'_, F>,
-) {
-    let t = q.nrows();
-    for (r0, r1, cols) in row_blocks(t, causal) {
-        // S = scale q·kᵀ on the block's rows and visible keys, then softmax in place, row by row.
-        let mut pb = p.slice_mut(s![r0..r1, ..]);
-        pb.slice_mut(s![.., cols..]).fill(F::zero());
-        let mut pb = pb.slice_move(s![.., ..cols]);
-        gemm_serial(scale, q.slice(s![r0..r1, ..]), k.slice(s![..cols, ..]).t(), F::zero(), pb.view_mut());
-        for (i, mut row) in pb.rows_mut().into_iter().enumerate() {
-            let row = row.as_slice_mut().expect("probability rows are contiguous");
-            let live = if causal { r0 + i + 1 } else { cols };
-            let (live, future) = row.split_at_mut(live);
-            softmax_row_in_place(live);
-            future.fill(F::zero());
-        }
-        // O = P·v
-        gemm_serial(F::one(), pb.view(), v.slice(s![..cols, ..]), F::zero(), o.slice_mut(s![r0..r1, ..]));
-    }
-}
-
-/// The gradient views of one head: `dq`, `dk`, `dv`, each `(T, D)`, accumulated into (`+=`).
-type HeadGrads<'a, F> = (ArrayViewMut2<'a, F>, ArrayViewMut2<'a, F>, ArrayViewMut2<'a, F>);
-
-/// One head's backward (equations in the module docs), block of query rows by block, each block
-/// reading only the keys it saw (P is zero beyond them). `ds` is (T, T) scratch.
-#[allow(clippy::too_many_arguments)]
-fn head_backward<F: Float>(
-    q: ArrayView2<'_, F>,
-    k: ArrayView2<'_, F>,
-    v: ArrayView2<'_, F>,
-    p: ArrayView2<'_, F>,
-    d_o: ArrayView2<'_, F>,
-    scale: F,
-    causal: bool,
-    ds: &mut Array2<F>,
-    (mut dq, mut dk, mut dv): HeadGrads<'_, F>,
-) {
-    for (r0, r1, cols) in row_blocks(q.nrows(), causal) {
-        let pb = p.slice(s![r0..r1, ..cols]);
-        let dob = d_o.slice(s![r0..r1, ..]);
-        // dV += Pᵀ·dO
-        gemm_serial(F::one(), pb.t(), dob, F::one(), dv.slice_mut(s![..cols, ..]));
-        // dP = dO·vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)) in place.
-        let mut dsb = ds.slice_mut(s![..r1 - r0, ..cols]);
-        gemm_serial(F::one(), dob, v.slice(s![..cols, ..]).t(), F::zero(), dsb.view_mut());
-        for (p_row, mut ds_row) in pb.rows().into_iter().zip(dsb.rows_mut()) {
-            let p_row = p_row.to_slice().expect("probability rows are contiguous");
-            let ds_row = ds_row.as_slice_mut().expect("scratch rows are contiguous");
-            let d = dot(p_row, ds_row);
-            for (ds, &p) in ds_row.iter_mut().zip(p_row) {
-                *ds = p * (*ds - d);
-            }
-        }
-        // dQ += scale dS·k, dK += scale dSᵀ·q
-        gemm_serial(scale, dsb.view(), k.slice(s![..cols, ..]), F::one(), dq.slice_mut(s![r0..r1, ..]));
-        gemm_serial(scale, dsb.t(), q.slice(s![r0..r1, ..]), F::one(), dk.slice_mut(s![..cols, ..]));
-    }
-}
-
-/// The `(B, H, T, D)` view of an attention operand; panics naming the shapes if q, k, v differ.
-fn heads4<'a, F: Float>(tape: &'a Tape<F>, q: Var, k: Var, v: Var) -> [ArrayView4<'a, F>; 3] {
+/// Panics naming the shapes unless q, k and v are all the same `(B, H, T, D)`.
+fn check_shapes<F: Float>(tape: &Tape<F>, q: Var, k: Var, v: Var) {
     let (qs, ks, vs) = (tape.shape(q), tape.shape(k), tape.shape(v));
     assert!(
         qs.len() == 4 && qs == ks && qs == vs,
         "attention: q {qs:?}, k {ks:?} and v {vs:?} must all be (B, H, T, D)"
     );
-    [q, k, v].map(|x| tape.value(x).view().into_dimensionality::<Ix4>().expect("4-D"))
 }
 
-/// Head `h` of batch row `b` of a `(B, H, T, D)` view.
-fn head_of<'a, F>(x: &ArrayView4<'a, F>, b: usize, h: usize) -> ArrayView2<'a, F> {
-    (*x).slice_move(s![b, h, .., ..])
+/// The values of an array in standard layout.
+fn slice_of<F, S: ndarray::Data<Elem = F>>(x: &ndarray::ArrayBase<S, ndarray::IxDyn>) -> &[F] {
+    x.as_slice().expect("standard layout")
 }
 
-/// The views of head `h` of batch row `b` in a packed `(B, T, 3C)` qkv: `[q, k, v]`, each `(T, hs)`.
-fn packed_head<'a, F>(
-    qkv: &ndarray::ArrayView3<'a, F>,
-    b: usize,
-    h: usize,
-    c: usize,
-    hs: usize,
-) -> [ArrayView2<'a, F>; 3] {
-    [0, c, 2 * c].map(|off| qkv.slice_move(s![b, .., off + h * hs..off + (h + 1) * hs]))
+/// Where head `h`'s q, k and v sit in a packed qkv batch row (`T x 3C`).
+fn packed_at(h: usize, c: usize, hs: usize) -> [head::At; 3] {
+    [0, c, 2 * c].map(|off| head::At { off: off + h * hs, ld: 3 * c })
 }
 
 /// Checks a packed qkv shape and returns `(B, T, C, hs)`.
@@ -156,30 +64,33 @@ impl<F: Float> Op<F> {
             Op::Attention { q, k, v, causal, probs } => {
                 let (q, k, v, causal) = (*q, *k, *v, *causal);
                 let shape = ctx.value(q).shape().to_vec();
-                let (n_b, n_h, t, d) = (shape[0], shape[1], shape[2], shape[3]);
+                let (n_h, t, d) = (shape[1], shape[2], shape[3]);
                 let scale = F::of(1.0 / (d as f64).sqrt());
                 // Fresh gradients (not the slots): q, k and v may be the same node.
                 let mut grads = [(); 3].map(|_| crate::fill::zeros::<F>(&shape));
                 {
-                    let [qv, kv, vv] =
-                        [q, k, v].map(|x| ctx.value(x).view().into_dimensionality::<Ix4>().unwrap());
-                    let go = grad_out.view().into_dimensionality::<Ix4>().expect("4-D gradient");
-                    let p = probs.view().into_dimensionality::<Ix4>().expect("4-D probabilities");
-                    let [dq, dk, dv] = grads.each_mut().map(|g| {
-                        g.view_mut()
-                            .into_shape_with_order((n_b * n_h, t, d))
-                            .expect("fresh gradient")
-                            .into_outer_iter_mut()
-                    });
-                    let heads: Vec<_> = dq.zip(dk).zip(dv).map(|((dq, dk), dv)| (dq, dk, dv)).collect();
-                    heads.into_par_iter().enumerate().for_each_init(
-                        || Array2::zeros((t, t)),
-                        |ds, (i, grads)| {
-                            let (b, h) = (i / n_h, i % n_h);
-                            let [q, k, v, p, d_o] = [&qv, &kv, &vv, &p, &go].map(|x| head_of(x, b, h));
-                            head_backward(q, k, v, p, d_o, scale, causal, ds, grads);
-                        },
-                    );
+                    let [qs, ks, vs] = [q, k, v].map(|x| ctx.value(x).as_standard_layout());
+                    let go = grad_out.as_standard_layout();
+                    let dims = head::Dims { t, d, causal };
+                    let [dq, dk, dv] = grads.each_mut().map(|g| g.as_slice_mut().expect("fresh gradient"));
+                    let (blk, pblk) = (n_h * t * d, n_h * t * t);
+                    if blk > 0 {
+                        let rows =
+                            dq.par_chunks_mut(blk).zip(dk.par_chunks_mut(blk)).zip(dv.par_chunks_mut(blk));
+                        rows.enumerate().for_each_init(head::Scratch::default, |sc, (b, ((dq, dk), dv))| {
+                            let [qb, kb, vb, gb] =
+                                [&qs, &ks, &vs, &go].map(|x| &slice_of(x)[b * blk..(b + 1) * blk]);
+                            let pb = &slice_of(probs)[b * pblk..(b + 1) * pblk];
+                            let mut bufs = [dq, dk, dv];
+                            for h in 0..n_h {
+                                let at = head::At { off: h * t * d, ld: d };
+                                let p = &pb[h * t * t..(h + 1) * t * t];
+                                let operands = [(qb, at), (kb, at), (vb, at)];
+                                let grads_at = [(0, at), (1, at), (2, at)];
+                                head::backward(operands, p, (gb, at), dims, scale, &mut bufs, grads_at, sc);
+                            }
+                        });
+                    }
                 }
                 let [dq, dk, dv] = grads;
                 ctx.add(q, dq);
@@ -188,34 +99,34 @@ impl<F: Float> Op<F> {
             }
             Op::CausalSelfAttention { qkv, n_head, probs } => {
                 let (qkv, n_head) = (*qkv, *n_head);
-                let (n_b, t, c, hs) = packed_dims(ctx.value(qkv).shape(), n_head);
+                let (_, t, c, hs) = packed_dims(ctx.value(qkv).shape(), n_head);
                 let scale = F::of(1.0 / (hs as f64).sqrt());
                 let mut dqkv = crate::fill::zeros::<F>(ctx.value(qkv).shape());
                 {
-                    let x = ctx.value(qkv).view().into_dimensionality::<Ix3>().expect("3-D qkv");
-                    let go = grad_out.view().into_dimensionality::<Ix3>().expect("3-D gradient");
-                    let p = probs.view().into_dimensionality::<Ix4>().expect("4-D probabilities");
-                    let mut heads = Vec::with_capacity(n_b * n_head);
-                    for row in
-                        dqkv.view_mut().into_dimensionality::<Ix3>().expect("3-D").into_outer_iter_mut()
-                    {
-                        // Column blocks of one batch row: q heads, then k heads, then v heads.
-                        let mut blocks: Vec<Option<_>> =
-                            row.into_axis_chunks_iter_mut(Axis(1), hs).map(Some).collect();
-                        for h in 0..n_head {
-                            let mut take = |i: usize| blocks[i].take().expect("each block once");
-                            heads.push((take(h), take(n_head + h), take(2 * n_head + h)));
-                        }
+                    let x = ctx.value(qkv).as_standard_layout();
+                    let go = grad_out.as_standard_layout();
+                    let dims = head::Dims { t, d: hs, causal: true };
+                    let (xblk, oblk, pblk) = (t * 3 * c, t * c, n_head * t * t);
+                    let dx = dqkv.as_slice_mut().expect("fresh gradient");
+                    if xblk > 0 {
+                        dx.par_chunks_mut(xblk).enumerate().for_each_init(
+                            head::Scratch::default,
+                            |sc, (b, dx)| {
+                                let xb = &slice_of(&x)[b * xblk..(b + 1) * xblk];
+                                let gb = &slice_of(&go)[b * oblk..(b + 1) * oblk];
+                                let pb = &slice_of(probs)[b * pblk..(b + 1) * pblk];
+                                let mut bufs = [dx];
+                                for h in 0..n_head {
+                                    let at = packed_at(h, c, hs);
+                                    let p = &pb[h * t * t..(h + 1) * t * t];
+                                    let d_o = (gb, head::At { off: h * hs, ld: c });
+                                    let operands = at.map(|at| (xb, at));
+                                    let grads_at = at.map(|at| (0, at));
+                                    head::backward(operands, p, d_o, dims, scale, &mut bufs, grads_at, sc);
+                                }
+                            },
+                        );
                     }
-                    heads.into_par_iter().enumerate().for_each_init(
-                        || Array2::zeros((t, t)),
-                        |ds, (i, grads)| {
-                            let (b, h) = (i / n_head, i % n_head);
-                            let [q, k, v] = packed_head(&x, b, h, c, hs);
-                            let d_o = go.slice(s![b, .., h * hs..(h + 1) * hs]);
-                            head_backward(q, k, v, p.slice(s![b, h, .., ..]), d_o, scale, true, ds, grads);
-                        },
-                    );
                 }
                 ctx.add(qkv, dqkv);
             }
@@ -232,25 +143,29 @@ impl<F: Float> Tape<F> {
     /// # Panics
     /// If the three shapes differ or are not 4-D.
     pub fn attention(&mut self, q: Var, k: Var, v: Var, causal: bool) -> Var {
-        let [qv, kv, vv] = heads4(self, q, k, v);
-        let (n_b, n_h, t, d) = qv.dim();
+        check_shapes(self, q, k, v);
+        let shape = self.shape(q).to_vec();
+        let (n_b, n_h, t, d) = (shape[0], shape[1], shape[2], shape[3]);
         let scale = F::of(1.0 / (d as f64).sqrt());
         let mut probs = crate::fill::zeros::<F>(&[n_b, n_h, t, t]);
-        let mut out = crate::fill::zeros::<F>(&[n_b, n_h, t, d]);
+        let mut out = crate::fill::zeros::<F>(&shape);
         {
-            let p = probs
-                .view_mut()
-                .into_shape_with_order((n_b * n_h, t, t))
-                .expect("fresh")
-                .into_outer_iter_mut();
-            let o =
-                out.view_mut().into_shape_with_order((n_b * n_h, t, d)).expect("fresh").into_outer_iter_mut();
-            let heads: Vec<_> = p.zip(o).collect();
-            heads.into_par_iter().enumerate().for_each(|(i, (p, o))| {
-                let (b, h) = (i / n_h, i % n_h);
-                let [q, k, v] = [&qv, &kv, &vv].map(|x| head_of(x, b, h));
-                head_forward(q, k, v, scale, causal, p, o);
-            });
+            let [qs, ks, vs] = [q, k, v].map(|x| self.value(x).as_standard_layout());
+            let dims = head::Dims { t, d, causal };
+            let (blk, pblk) = (n_h * t * d, n_h * t * t);
+            let p = probs.as_slice_mut().expect("fresh");
+            let o = out.as_slice_mut().expect("fresh");
+            if blk > 0 {
+                let rows = p.par_chunks_mut(pblk).zip(o.par_chunks_mut(blk));
+                rows.enumerate().for_each_init(head::Scratch::default, |sc, (b, (pb, ob))| {
+                    let [qb, kb, vb] = [&qs, &ks, &vs].map(|x| &slice_of(x)[b * blk..(b + 1) * blk]);
+                    for h in 0..n_h {
+                        let at = head::At { off: h * t * d, ld: d };
+                        let p = &mut pb[h * t * t..(h + 1) * t * t];
+                        head::forward([(qb, at), (kb, at), (vb, at)], dims, scale, p, (&mut *ob, at), sc);
+                    }
+                });
+            }
         }
         self.push(out, &[q, k, v], || crate::ops::Op::Attention(Op::Attention { q, k, v, causal, probs }))
     }
@@ -266,28 +181,31 @@ impl<F: Float> Tape<F> {
     pub fn causal_self_attention(&mut self, qkv: Var, n_head: usize) -> Var {
         let (n_b, t, c, hs) = packed_dims(self.shape(qkv), n_head);
         let scale = F::of(1.0 / (hs as f64).sqrt());
-        let x = self.value(qkv).view().into_dimensionality::<Ix3>().expect("3-D qkv");
         let mut probs = crate::fill::zeros::<F>(&[n_b, n_head, t, t]);
         let mut out = crate::fill::zeros::<F>(&[n_b, t, c]);
         {
-            let p = probs
-                .view_mut()
-                .into_shape_with_order((n_b * n_head, t, t))
-                .expect("fresh")
-                .into_outer_iter_mut();
-            let o = out.view_mut().into_dimensionality::<Ix3>().expect("3-D").into_outer_iter_mut();
-            let o = o.flat_map(|row| row.into_axis_chunks_iter_mut(Axis(1), hs));
-            let heads: Vec<_> = p.zip(o).collect();
-            heads.into_par_iter().enumerate().for_each(|(i, (p, o))| {
-                let (b, h) = (i / n_head, i % n_head);
-                let [q, k, v] = packed_head(&x, b, h, c, hs);
-                head_forward(q, k, v, scale, true, p, o);
-            });
+            let x = self.value(qkv).as_standard_layout();
+            let dims = head::Dims { t, d: hs, causal: true };
+            let (xblk, oblk, pblk) = (t * 3 * c, t * c, n_head * t * t);
+            let p = probs.as_slice_mut().expect("fresh");
+            let o = out.as_slice_mut().expect("fresh");
+            if oblk > 0 {
+                let rows = p.par_chunks_mut(pblk).zip(o.par_chunks_mut(oblk));
+                rows.enumerate().for_each_init(head::Scratch::default, |sc, (b, (pb, ob))| {
+                    let xb = &slice_of(&x)[b * xblk..(b + 1) * xblk];
+                    for h in 0..n_head {
+                        let p = &mut pb[h * t * t..(h + 1) * t * t];
+                        let o = (&mut *ob, head::At { off: h * hs, ld: c });
+                        head::forward(packed_at(h, c, hs).map(|at| (xb, at)), dims, scale, p, o, sc);
+                    }
+                });
+            }
         }
         self.push(out, &[qkv], || crate::ops::Op::Attention(Op::CausalSelfAttention { qkv, n_head, probs }))
     }
 }
 
+mod head;
 #[cfg(test)]
 mod tests;
 

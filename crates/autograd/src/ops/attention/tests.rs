@@ -107,26 +107,29 @@ fn merge_heads(x: &ArrayD<f64>) -> ArrayD<f64> {
 
 #[test]
 fn causal_self_attention_equals_attention_on_split_heads() {
-    let (nb, t, n_head, hs) = (2, 5, 3, 4);
-    let qkv0 = filled(&[nb, t, 3 * n_head * hs], 7);
-    let g0 = filled(&[nb, t, n_head * hs], 8);
+    // Small heads (one-column tiles), and the GRPO update's heads (T = 39, 16-column tiles) next
+    // to a ragged width, in the packed layout whose rows are `3C` apart.
+    for (nb, t, n_head, hs) in [(2, 5, 3, 4), (2, 39, 2, 32), (1, 41, 2, 37)] {
+        let qkv0 = filled(&[nb, t, 3 * n_head * hs], 7);
+        let g0 = filled(&[nb, t, n_head * hs], 8);
 
-    let mut tape = Tape::<f64>::new();
-    let qkv = tape.input(qkv0.clone());
-    let y = tape.causal_self_attention(qkv, n_head);
-    let fused = tape.value(y).clone();
-    let dqkv = tape.backward_with(y, g0.clone()).wrt(qkv).unwrap().clone();
+        let mut tape = Tape::<f64>::new();
+        let qkv = tape.input(qkv0.clone());
+        let y = tape.causal_self_attention(qkv, n_head);
+        let fused = tape.value(y).clone();
+        let dqkv = tape.backward_with(y, g0.clone()).wrt(qkv).unwrap().clone();
 
-    let mut tape = Tape::<f64>::new();
-    let [q, k, v] = split_heads(&qkv0, n_head).map(|x| tape.input(x));
-    let y = tape.attention(q, k, v, true);
-    let g4 = g0.into_shape_with_order((nb, t, n_head, hs)).unwrap().permuted_axes([0, 2, 1, 3]);
-    let grads = tape.backward_with(y, g4.as_standard_layout().into_owned().into_dyn());
-    assert!(max_diff(&fused, &merge_heads(tape.value(y))) < 1e-14);
-    let parts: Vec<ArrayD<f64>> = [q, k, v].iter().map(|&x| merge_heads(grads.wrt(x).unwrap())).collect();
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    let want = ndarray::concatenate(Axis(2), &views).unwrap();
-    assert!(max_diff(&dqkv, &want) < 1e-14);
+        let mut tape = Tape::<f64>::new();
+        let [q, k, v] = split_heads(&qkv0, n_head).map(|x| tape.input(x));
+        let y = tape.attention(q, k, v, true);
+        let g4 = g0.into_shape_with_order((nb, t, n_head, hs)).unwrap().permuted_axes([0, 2, 1, 3]);
+        let grads = tape.backward_with(y, g4.as_standard_layout().into_owned().into_dyn());
+        assert!(max_diff(&fused, &merge_heads(tape.value(y))) < 1e-14, "T {t}, hs {hs}");
+        let parts: Vec<ArrayD<f64>> = [q, k, v].iter().map(|&x| merge_heads(grads.wrt(x).unwrap())).collect();
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        let want = ndarray::concatenate(Axis(2), &views).unwrap();
+        assert!(max_diff(&dqkv, &want) < 1e-14, "T {t}, hs {hs}");
+    }
 }
 
 #[test]
