@@ -85,15 +85,10 @@ pub(crate) struct Scratch<F> {
 /// leaving rows to one-row tiles, which the compiler does not vectorise. A row computed twice
 /// gets the same bits both times: its sums are the same fmas in the same order, plus, in the
 /// wider tile, products with probabilities that are exactly zero.
-fn tiles(t: usize) -> (Vec<usize>, std::ops::Range<usize>) {
-    if t < R {
-        return (Vec::new(), 0..t);
-    }
-    let mut starts: Vec<usize> = (0..=t - R).step_by(R).collect();
-    if !t.is_multiple_of(R) {
-        starts.push(t - R);
-    }
-    (starts, t..t)
+fn tiles(t: usize) -> (impl Iterator<Item = usize>, std::ops::Range<usize>) {
+    let overlap = (t >= R && !t.is_multiple_of(R)).then(|| t - R);
+    let singles = if t < R { 0..t } else { t..t };
+    ((0..t / R).map(|i| i * R).chain(overlap), singles)
 }
 
 /// Copies the operand `src` at `at` into `dst`, row-major `T x D`: the operand's new place.
@@ -166,7 +161,7 @@ fn scores<F: Float>(a: (&[F], At), bt: &[F], dims: Dims, scale: F, out: &mut [F]
     let (t, tp) = (dims.t, dims.tp());
     let cols = |last: usize| (dims.visible(last).div_ceil(W) * W).min(tp);
     let (starts, singles) = tiles(t);
-    for &r0 in &starts {
+    for r0 in starts {
         scores_tile::<F, R>(a, bt, (dims.d, tp), (r0, cols(r0 + R - 1)), scale, out);
     }
     for r0 in singles {
@@ -220,7 +215,7 @@ fn mix<F: Float>(p: &[F], m: (&[F], At), dims: Dims, scale: F, out: (&mut [F], A
             }
         }};
     }
-    for &r0 in &starts {
+    for r0 in starts {
         row_tile!(R, r0, dims.visible(r0 + R - 1));
     }
     for r0 in singles {
@@ -275,7 +270,7 @@ fn mix_t<F: Float>(p: &[F], m: (&[F], At), dims: Dims, scale: F, out: (&mut [F],
             }
         }};
     }
-    for &j0 in &starts {
+    for j0 in starts {
         row_tile!(R, j0);
     }
     for j0 in singles {
