@@ -160,6 +160,20 @@ fn linear_without_bias_equals_matmul() {
     assert_eq!(t.value(y1), t.value(y2));
 }
 
+/// One node as both input and weight: its gradient sums the two products' (which then run one
+/// after the other, into the same slot).
+#[test]
+fn linear_of_a_matrix_with_itself_gets_both_gradients() {
+    let (x0, g0) = (filled(&[3, 3], 40), filled(&[3, 3], 41));
+    let mut t = Tape::<f64>::new();
+    let x = t.input(x0.clone());
+    let y = t.linear(x, x, None);
+    let grads = t.backward_with(y, g0.clone());
+    let (x2, g2) = (mat(&x0), mat(&g0));
+    let want = g2.dot(&x2.t()) + x2.t().dot(&g2);
+    assert!(close(grads.wrt(x).unwrap(), &want.into_dyn()));
+}
+
 #[test]
 #[should_panic(expected = "linear: input [2, 3], weight [4, 5]")]
 fn linear_rejects_mismatched_weight() {
