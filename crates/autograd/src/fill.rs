@@ -4,7 +4,8 @@
 //! memory only: a buffer is zeroed (or filled) before an op writes it. Done by `calloc`'s
 //! `memset` on the calling thread, a training loop's thread outside the pool, a fill of a few MB
 //! leaves the pool idle meanwhile: in a GRPO update at config S these serial fills were about 5%
-//! of all samples, with the other core waiting. Large fills here run in parallel chunks instead.
+//! of all samples, with the other core waiting. Large fills here run in parallel chunks instead,
+//! and a caller already on the pool's threads (the RL update) splits fills 16 times smaller.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -18,12 +19,22 @@ use crate::Float;
 /// and L's steps unchanged or faster.
 const PAR_FILL: usize = 1 << 20;
 
+/// [`PAR_FILL`] for a caller already on one of the pool's threads (the RL update runs there),
+/// where a fork-join costs about 2 µs: a `memset` of 256 KB takes longer than that.
+const PAR_FILL_IN_POOL: usize = 1 << 16;
+
+/// Whether a fill of `n` elements runs on the pool's threads.
+fn par_fill(n: usize) -> bool {
+    let min = if rayon::current_thread_index().is_some() { PAR_FILL_IN_POOL } else { PAR_FILL };
+    n >= min && rayon::current_num_threads() > 1
+}
+
 /// Elements of one parallel task of a fill (whole rows in [`repeat_row`]).
 const CHUNK: usize = 1 << 14;
 
 /// `n` zeros.
 pub(crate) fn zero_vec<F: Float>(n: usize) -> Vec<F> {
-    if n < PAR_FILL {
+    if !par_fill(n) {
         return vec![F::zero(); n];
     }
     let mut v = Vec::with_capacity(n);
@@ -40,7 +51,7 @@ pub(crate) fn zeros<F: Float>(shape: &[usize]) -> ArrayD<F> {
 /// `row` repeated `rows` times, back to back (a bias broadcast over the rows of a product).
 pub(crate) fn repeat_row<F: Float>(row: &[F], rows: usize) -> Vec<F> {
     let c = row.len();
-    if rows * c < PAR_FILL {
+    if !par_fill(rows * c) {
         return row.repeat(rows); // one pass, no zeroing first
     }
     let mut v = zero_vec(rows * c);
@@ -54,9 +65,13 @@ pub(crate) fn repeat_row<F: Float>(row: &[F], rows: usize) -> Vec<F> {
 mod tests {
     use super::*;
 
+    /// Sizes on both sides of both thresholds.
+    const SIZES: [usize; 8] =
+        [0, 1, 17, PAR_FILL_IN_POOL - 1, PAR_FILL_IN_POOL, PAR_FILL - 1, PAR_FILL, 3 * PAR_FILL + 5];
+
     #[test]
     fn fills_are_exact_at_every_size() {
-        for n in [0, 1, 17, PAR_FILL - 1, PAR_FILL, 3 * PAR_FILL + 5] {
+        for n in SIZES {
             assert!(zero_vec::<f32>(n).iter().all(|&x| x == 0.0) && zero_vec::<f64>(n).len() == n);
         }
         assert_eq!(zeros::<f64>(&[2, 3, 4]).shape(), &[2, 3, 4]);
@@ -67,5 +82,19 @@ mod tests {
             assert!(v.chunks(3).all(|r| r == row));
         }
         assert!(repeat_row::<f32>(&[], 7).is_empty());
+    }
+
+    #[test]
+    fn fills_made_on_the_pools_threads_are_exact() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+        pool.install(|| {
+            assert!(rayon::current_thread_index().is_some());
+            for n in SIZES {
+                assert!(zero_vec::<f32>(n).len() == n && zero_vec::<f32>(n).iter().all(|&x| x == 0.0));
+                let row = [0.5f32, -1.0];
+                let v = repeat_row(&row, n / 2 + 1);
+                assert!(v.len() == 2 * (n / 2 + 1) && v.chunks(2).all(|r| r == row));
+            }
+        });
     }
 }

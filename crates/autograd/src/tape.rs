@@ -240,7 +240,11 @@ impl<F: Float> Backward<'_, F> {
             shape
         );
         match &mut self.grads[v.index()] {
-            Some(acc) => *acc += &g,
+            // Elementwise, so the bits do not depend on the split; large sums use the pool.
+            Some(acc) => match (acc.as_slice_mut(), g.as_slice()) {
+                (Some(a), Some(b)) => crate::ops::elementwise::kernels::slice_update(a, b, |x, y| x + y),
+                _ => *acc += &g,
+            },
             slot @ None => *slot = Some(g),
         }
     }

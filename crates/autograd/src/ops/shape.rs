@@ -4,7 +4,7 @@
 //! read it can work on plain slices. Backward moves or writes the gradient directly into place:
 //! reshape moves it, narrow adds it into a window of the input's gradient slot.
 
-use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
+use ndarray::{ArrayD, Axis, Slice, Zip};
 
 use crate::Float;
 use crate::ops::elementwise::kernels::{into_standard, to_standard, zip_apply};
@@ -161,7 +161,7 @@ impl<F: Float> Tape<F> {
             shape[axis] += s[axis];
         }
         // ndarray's `concatenate` may return a non-standard layout; write into a row-major output.
-        let mut value = ArrayD::zeros(IxDyn(&shape));
+        let mut value = crate::fill::zeros(&shape);
         let mut start = 0;
         for &x in xs {
             let part = self.value(x);

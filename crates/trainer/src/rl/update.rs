@@ -130,6 +130,25 @@ pub fn accumulate<F: Float>(
     kl_coef: f64,
     micro: usize,
 ) -> Result<PassStats, TrainError> {
+    // On one of rayon's workers, each of the pass's hundreds of parallel ops costs a fork-join
+    // between workers (about 2 µs) instead of a hand-over from outside the pool (10-20 µs), and
+    // fills of a few hundred KB run on both threads (`pglm_autograd`'s `fill`): the GRPO step's
+    // forward and loss took about 4 ms less (docs/PERFORMANCE.md).
+    rayon::scope(|_| accumulate_here(policy, config, batch, inputs, rows, weights, kl_coef, micro))
+}
+
+/// [`accumulate`] on the calling thread.
+#[allow(clippy::too_many_arguments)]
+fn accumulate_here<F: Float>(
+    policy: &mut Gpt<F>,
+    config: &RlConfig,
+    batch: &RolloutBatch<F>,
+    inputs: &LossInputs<F>,
+    rows: &[usize],
+    weights: &Array2<f64>,
+    kl_coef: f64,
+    micro: usize,
+) -> Result<PassStats, TrainError> {
     let alg = &config.algorithm;
     let pcfg = alg.policy_loss();
     let temperature = f64::from(config.rollout.temperature);
@@ -221,6 +240,18 @@ pub fn accumulate<F: Float>(
 /// log π (and the critic's values, when `values`) of every rollout sequence under `model`, with
 /// no gradient, in micro-batches of `micro`.
 pub fn score_sequences<F: Float>(
+    model: &Gpt<F>,
+    batch: &RolloutBatch<F>,
+    temperature: f64,
+    values: bool,
+    micro: usize,
+) -> Result<(Array2<F>, Option<Array2<F>>), TrainError> {
+    // On a worker of the pool, as `accumulate`.
+    rayon::scope(|_| score_sequences_here(model, batch, temperature, values, micro))
+}
+
+/// [`score_sequences`] on the calling thread.
+fn score_sequences_here<F: Float>(
     model: &Gpt<F>,
     batch: &RolloutBatch<F>,
     temperature: f64,

@@ -151,7 +151,7 @@ fn chain2<F: Float>(
 /// Backward of `select`: `a` takes the gradient where the mask is true, `b` where it is false.
 fn select_backward<F: Float>(g: ArrayD<F>, ctx: &mut Backward<'_, F>, mask: &ArrayD<bool>, a: Var, b: Var) {
     if ctx.needs(a) {
-        let mut ga = ArrayD::zeros(g.raw_dim());
+        let mut ga = crate::fill::zeros(g.shape());
         let pick = |o: &mut F, &g: &F, &m: &bool| *o = if m { g } else { F::zero() };
         zip_apply!(Zip::from(&mut ga).and(&g).and(mask), pick);
         let ga = sum_to_shape(ga, ctx.value(a).shape());
@@ -262,7 +262,7 @@ impl<F: Float> Tape<F> {
         let m = mask.broadcast(shape.as_slice()).expect("validated by broadcast_shape");
         let av = broadcast_view(self.value(a), &shape);
         let bv = broadcast_view(self.value(b), &shape);
-        let mut value = ArrayD::zeros(shape.as_slice());
+        let mut value = crate::fill::zeros(shape.as_slice());
         zip_apply!(
             Zip::from(&mut value).and(&m).and(&av).and(&bv),
             |o: &mut F, &m: &bool, &x: &F, &y: &F| *o = if m { x } else { y }

@@ -101,7 +101,7 @@ fn slice_map<F: Float>(out: &mut [F], x: &[F], f: impl Fn(F) -> F + Sync + Send)
 }
 
 /// `out[i] = f(out[i], v[i])` over contiguous slices, in parallel chunks when large.
-fn slice_update<F: Float>(out: &mut [F], v: &[F], f: impl Fn(F, F) -> F + Sync + Send) {
+pub(crate) fn slice_update<F: Float>(out: &mut [F], v: &[F], f: impl Fn(F, F) -> F + Sync + Send) {
     let kernel = |out: &mut [F], v: &[F]| out.iter_mut().zip(v).for_each(|(o, &v)| *o = f(*o, v));
     if parallel(out.len()) {
         out.par_chunks_mut(SLICE_CHUNK).zip(v.par_chunks(SLICE_CHUNK)).for_each(|(o, v)| kernel(o, v));
@@ -126,7 +126,7 @@ fn slice_map2<F: Float>(out: &mut [F], a: &[F], b: &[F], f: impl Fn(F, F) -> F +
 
 /// `f(x)` for each element of `x`, into a new standard-layout array.
 pub(crate) fn map<F: Float>(x: ArrayViewD<'_, F>, f: impl Fn(F) -> F + Sync + Send) -> ArrayD<F> {
-    let mut out = ArrayD::zeros(x.raw_dim());
+    let mut out = crate::fill::zeros(x.shape());
     match (x.as_slice(), out.as_slice_mut()) {
         (Some(xs), Some(os)) => slice_map(os, xs, f),
         _ => zip_apply!(Zip::from(&mut out).and(&x), |o: &mut F, &v: &F| *o = f(v)),
@@ -140,7 +140,7 @@ pub(crate) fn map2<F: Float>(
     b: ArrayViewD<'_, F>,
     f: impl Fn(F, F) -> F + Sync + Send,
 ) -> ArrayD<F> {
-    let mut out = ArrayD::zeros(a.raw_dim());
+    let mut out = crate::fill::zeros(a.shape());
     if a.shape() == b.shape()
         && let (Some(xs), Some(ys), Some(os)) = (a.as_slice(), b.as_slice(), out.as_slice_mut())
     {
