@@ -218,13 +218,16 @@ fn train_benches() -> Vec<Bench> {
                 // nanoGPT's setup, as the peer script: AdamW lr 3e-4, betas (0.9, 0.95), decay 0.1 on matrices.
                 let mut opt = AdamW::new(3e-4).with_betas(0.9, 0.95).with_weight_decay(0.1);
                 let mut tape = Tape::new();
+                // On a worker of the pool, as `pglm_trainer::accumulate_gradients` runs the step.
                 Box::new(move || {
-                    tape.clear();
-                    model.params.zero_grad();
-                    let loss = model.loss(&mut tape, &x, &y, None, None).expect("valid batch");
-                    tape.backward(loss).accumulate_into(&mut model.params);
-                    tape.clear();
-                    opt.step(&mut model.params, 3e-4);
+                    rayon::scope(|_| {
+                        tape.clear();
+                        model.params.zero_grad();
+                        let loss = model.loss(&mut tape, &x, &y, None, None).expect("valid batch");
+                        tape.backward(loss).accumulate_into(&mut model.params);
+                        tape.clear();
+                        opt.step(&mut model.params, 3e-4);
+                    })
                 })
             };
             Bench {

@@ -26,7 +26,20 @@ pub struct Accumulated {
 
 /// Zeroes the gradients of `model.params`, then accumulates the gradient of the whole batch's
 /// masked-mean loss over `micro_batches`. `dropout_seed(i)` is micro-batch `i`'s dropout seed.
+///
+/// Runs on one of rayon's workers: each parallel op of the tape then costs a fork-join between
+/// workers instead of a hand-over from outside the pool, and fills of a few hundred KB use both
+/// threads (docs/PERFORMANCE.md).
 pub fn accumulate_gradients<F: Float>(
+    model: &mut Gpt<F>,
+    micro_batches: &[Batch<F>],
+    dropout_seed: impl Fn(usize) -> Option<u64> + Send,
+) -> Result<Accumulated, TrainError> {
+    rayon::scope(|_| accumulate_here(model, micro_batches, dropout_seed))
+}
+
+/// [`accumulate_gradients`] on the calling thread.
+fn accumulate_here<F: Float>(
     model: &mut Gpt<F>,
     micro_batches: &[Batch<F>],
     dropout_seed: impl Fn(usize) -> Option<u64>,
