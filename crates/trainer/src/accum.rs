@@ -35,34 +35,28 @@ pub fn accumulate_gradients<F: Float>(
     micro_batches: &[Batch<F>],
     dropout_seed: impl Fn(usize) -> Option<u64> + Send,
 ) -> Result<Accumulated, TrainError> {
-    rayon::scope(|_| accumulate_here(model, micro_batches, dropout_seed))
-}
-
-/// [`accumulate_gradients`] on the calling thread.
-fn accumulate_here<F: Float>(
-    model: &mut Gpt<F>,
-    micro_batches: &[Batch<F>],
-    dropout_seed: impl Fn(usize) -> Option<u64>,
-) -> Result<Accumulated, TrainError> {
-    model.params.zero_grad();
-    let total: usize = micro_batches.iter().map(|b| b.loss_tokens).sum();
-    let mut loss = 0.0;
-    let mut positions = 0;
-    for (i, batch) in micro_batches.iter().enumerate() {
-        positions += batch.positions();
-        if batch.loss_tokens == 0 {
-            continue; // contributes nothing (and its mean would be 0/0)
+    rayon::scope(move |_| {
+        model.params.zero_grad();
+        let total: usize = micro_batches.iter().map(|b| b.loss_tokens).sum();
+        let mut loss = 0.0;
+        let mut positions = 0;
+        for (i, batch) in micro_batches.iter().enumerate() {
+            positions += batch.positions();
+            if batch.loss_tokens == 0 {
+                continue; // contributes nothing (and its mean would be 0/0)
+            }
+            let weight = batch.loss_tokens as f64 / total as f64; // n_i / N
+            let mut tape = Tape::new();
+            let l =
+                model.loss(&mut tape, &batch.ids, &batch.targets, batch.mask.as_ref(), dropout_seed(i))?;
+            let l_i = Float::to_f64(*tape.value(l).iter().next().expect("a scalar loss"));
+            loss += weight * l_i;
+            let grads = tape.backward_with(l, ArrayD::from_elem(tape.shape(l), F::of(weight)));
+            drop(tape); // release the tape's shares of the weights before they are updated
+            grads.accumulate_into(&mut model.params);
         }
-        let weight = batch.loss_tokens as f64 / total as f64; // n_i / N
-        let mut tape = Tape::new();
-        let l = model.loss(&mut tape, &batch.ids, &batch.targets, batch.mask.as_ref(), dropout_seed(i))?;
-        let l_i = Float::to_f64(*tape.value(l).iter().next().expect("a scalar loss"));
-        loss += weight * l_i;
-        let grads = tape.backward_with(l, ArrayD::from_elem(tape.shape(l), F::of(weight)));
-        drop(tape); // release the tape's shares of the weights before they are updated
-        grads.accumulate_into(&mut model.params);
-    }
-    Ok(Accumulated { loss, loss_tokens: total, positions })
+        Ok(Accumulated { loss, loss_tokens: total, positions })
+    })
 }
 
 #[cfg(test)]

@@ -134,107 +134,94 @@ pub fn accumulate<F: Float>(
     // between workers (about 2 µs) instead of a hand-over from outside the pool (10-20 µs), and
     // fills of a few hundred KB run on both threads (`pglm_autograd`'s `fill`): the GRPO step's
     // forward and loss took about 4 ms less (docs/PERFORMANCE.md).
-    rayon::scope(|_| accumulate_here(policy, config, batch, inputs, rows, weights, kl_coef, micro))
-}
+    rayon::scope(|_| {
+        let alg = &config.algorithm;
+        let pcfg = alg.policy_loss();
+        let temperature = f64::from(config.rollout.temperature);
+        let kl_in_loss = kl_coef > 0.0 && inputs.ref_logp.is_some();
+        let mut stats = PassStats::default();
+        for (k, chunk) in rows.chunks(micro.max(1)).enumerate() {
+            let offset = k * micro.max(1);
+            let local: Vec<usize> = (offset..offset + chunk.len()).collect();
+            let ids = batch.ids.select(Axis(0), chunk);
+            let targets = batch.targets.select(Axis(0), chunk);
+            let mask64 = rows_of(&batch.mask, chunk);
+            let mask: Array2<F> = mask64.mapv(F::of);
+            let w: Array2<F> = rows_of(weights, &local).mapv(F::of);
+            let adv = rows_of(&inputs.adv, chunk);
 
-/// [`accumulate`] on the calling thread.
-#[allow(clippy::too_many_arguments)]
-fn accumulate_here<F: Float>(
-    policy: &mut Gpt<F>,
-    config: &RlConfig,
-    batch: &RolloutBatch<F>,
-    inputs: &LossInputs<F>,
-    rows: &[usize],
-    weights: &Array2<f64>,
-    kl_coef: f64,
-    micro: usize,
-) -> Result<PassStats, TrainError> {
-    let alg = &config.algorithm;
-    let pcfg = alg.policy_loss();
-    let temperature = f64::from(config.rollout.temperature);
-    let kl_in_loss = kl_coef > 0.0 && inputs.ref_logp.is_some();
-    let mut stats = PassStats::default();
-    for (k, chunk) in rows.chunks(micro.max(1)).enumerate() {
-        let offset = k * micro.max(1);
-        let local: Vec<usize> = (offset..offset + chunk.len()).collect();
-        let ids = batch.ids.select(Axis(0), chunk);
-        let targets = batch.targets.select(Axis(0), chunk);
-        let mask64 = rows_of(&batch.mask, chunk);
-        let mask: Array2<F> = mask64.mapv(F::of);
-        let w: Array2<F> = rows_of(weights, &local).mapv(F::of);
-        let adv = rows_of(&inputs.adv, chunk);
-
-        let t_forward = Instant::now();
-        let mut tape = Tape::new();
-        let hidden = forward_rollout(policy, &mut tape, &ids)?;
-        // Σ of the loss terms so far (`add` folds the next one in).
-        let mut total: Option<Var> = None;
-        let add = |tape: &mut Tape<F>, total: Option<Var>, term: Var| match total {
-            Some(t) => tape.add(t, term),
-            None => term,
-        };
-        if !inputs.critic_only {
-            let mut logits = policy.logits(&mut tape, hidden);
-            if temperature != 1.0 {
-                logits = tape.mul_scalar(logits, 1.0 / temperature);
-            }
-            let logp = tape.token_log_probs(logits, &targets); // (n, W)
-            let old = match &inputs.old_logp {
-                Some(o) => rows_of(o, chunk),
-                None => as2(tape.value(logp)),
+            let t_forward = Instant::now();
+            let mut tape = Tape::new();
+            let hidden = forward_rollout(policy, &mut tape, &ids)?;
+            // Σ of the loss terms so far (`add` folds the next one in).
+            let mut total: Option<Var> = None;
+            let add = |tape: &mut Tape<F>, total: Option<Var>, term: Var| match total {
+                Some(t) => tape.add(t, term),
+                None => term,
             };
-            let terms = loss::policy_loss(&mut tape, logp, &old, &adv, &mask, &w, &pcfg);
-            stats.policy_loss += scalar(&tape, terms.loss);
-            stats.add_policy(&terms.stats);
-            total = Some(terms.loss);
+            if !inputs.critic_only {
+                let mut logits = policy.logits(&mut tape, hidden);
+                if temperature != 1.0 {
+                    logits = tape.mul_scalar(logits, 1.0 / temperature);
+                }
+                let logp = tape.token_log_probs(logits, &targets); // (n, W)
+                let old = match &inputs.old_logp {
+                    Some(o) => rows_of(o, chunk),
+                    None => as2(tape.value(logp)),
+                };
+                let terms = loss::policy_loss(&mut tape, logp, &old, &adv, &mask, &w, &pcfg);
+                stats.policy_loss += scalar(&tape, terms.loss);
+                stats.add_policy(&terms.stats);
+                total = Some(terms.loss);
 
-            if kl_in_loss && let Some(r) = &inputs.ref_logp {
-                let kl = loss::kl_loss(&mut tape, logp, &rows_of(r, chunk), &w, config.kl.estimator);
-                stats.kl_loss += scalar(&tape, kl);
-                let scaled = tape.mul_scalar(kl, kl_coef);
-                total = Some(add(&mut tape, total, scaled));
+                if kl_in_loss && let Some(r) = &inputs.ref_logp {
+                    let kl = loss::kl_loss(&mut tape, logp, &rows_of(r, chunk), &w, config.kl.estimator);
+                    stats.kl_loss += scalar(&tape, kl);
+                    let scaled = tape.mul_scalar(kl, kl_coef);
+                    total = Some(add(&mut tape, total, scaled));
+                }
+
+                let entropy = tape.entropy(logits); // (n, W)
+                stats.entropy_sum += masked_sum(tape.value(entropy), &mask64);
+                if alg.entropy_coef != 0.0 {
+                    let bonus = loss::weighted_sum(&mut tape, entropy, &w);
+                    let scaled = tape.mul_scalar(bonus, -alg.entropy_coef);
+                    total = Some(add(&mut tape, total, scaled));
+                }
             }
 
-            let entropy = tape.entropy(logits); // (n, W)
-            stats.entropy_sum += masked_sum(tape.value(entropy), &mask64);
-            if alg.entropy_coef != 0.0 {
-                let bonus = loss::weighted_sum(&mut tape, entropy, &w);
-                let scaled = tape.mul_scalar(bonus, -alg.entropy_coef);
+            if let Some((old_values, returns)) = &inputs.values {
+                // In critic warmup the head learns on frozen features: the trunk is the policy's too.
+                let hidden =
+                    if inputs.critic_only { Hidden { h: tape.detach(hidden.h), ..hidden } } else { hidden };
+                let v = policy.values(&mut tape, hidden)?;
+                let (vl, clip_frac) = loss::value_loss(
+                    &mut tape,
+                    v,
+                    &rows_of(old_values, chunk),
+                    &rows_of(returns, chunk),
+                    &w,
+                    alg.value_clip,
+                );
+                stats.value_loss += scalar(&tape, vl);
+                stats.value_clip += clip_frac * mask64.sum();
+                let scaled = tape.mul_scalar(vl, alg.value_coef);
                 total = Some(add(&mut tape, total, scaled));
             }
-        }
+            stats.tokens += mask64.sum();
 
-        if let Some((old_values, returns)) = &inputs.values {
-            // In critic warmup the head learns on frozen features: the trunk is the policy's too.
-            let hidden =
-                if inputs.critic_only { Hidden { h: tape.detach(hidden.h), ..hidden } } else { hidden };
-            let v = policy.values(&mut tape, hidden)?;
-            let (vl, clip_frac) = loss::value_loss(
-                &mut tape,
-                v,
-                &rows_of(old_values, chunk),
-                &rows_of(returns, chunk),
-                &w,
-                alg.value_clip,
-            );
-            stats.value_loss += scalar(&tape, vl);
-            stats.value_clip += clip_frac * mask64.sum();
-            let scaled = tape.mul_scalar(vl, alg.value_coef);
-            total = Some(add(&mut tape, total, scaled));
+            let Some(total) = total else {
+                continue; // critic warmup without a critic cannot happen (validated); nothing to learn
+            };
+            let t_backward = Instant::now();
+            stats.forward_s += (t_backward - t_forward).as_secs_f64();
+            let grads = tape.backward(total);
+            drop(tape); // release the tape's shares of the weights before they are updated
+            grads.accumulate_into(&mut policy.params);
+            stats.backward_s += t_backward.elapsed().as_secs_f64();
         }
-        stats.tokens += mask64.sum();
-
-        let Some(total) = total else {
-            continue; // critic warmup without a critic cannot happen (validated); nothing to learn
-        };
-        let t_backward = Instant::now();
-        stats.forward_s += (t_backward - t_forward).as_secs_f64();
-        let grads = tape.backward(total);
-        drop(tape); // release the tape's shares of the weights before they are updated
-        grads.accumulate_into(&mut policy.params);
-        stats.backward_s += t_backward.elapsed().as_secs_f64();
-    }
-    Ok(stats)
+        Ok(stats)
+    })
 }
 
 /// log π (and the critic's values, when `values`) of every rollout sequence under `model`, with
@@ -247,42 +234,33 @@ pub fn score_sequences<F: Float>(
     micro: usize,
 ) -> Result<(Array2<F>, Option<Array2<F>>), TrainError> {
     // On a worker of the pool, as `accumulate`.
-    rayon::scope(|_| score_sequences_here(model, batch, temperature, values, micro))
-}
-
-/// [`score_sequences`] on the calling thread.
-fn score_sequences_here<F: Float>(
-    model: &Gpt<F>,
-    batch: &RolloutBatch<F>,
-    temperature: f64,
-    values: bool,
-    micro: usize,
-) -> Result<(Array2<F>, Option<Array2<F>>), TrainError> {
-    let n = batch.mask.nrows();
-    let mut logps = Vec::new();
-    let mut vals = Vec::new();
-    let all: Vec<usize> = (0..n).collect();
-    for chunk in all.chunks(micro.max(1)) {
-        let ids = batch.ids.select(Axis(0), chunk);
-        let targets = batch.targets.select(Axis(0), chunk);
-        let mut tape = Tape::no_grad();
-        let hidden = forward_rollout(model, &mut tape, &ids)?;
-        let mut logits = model.logits(&mut tape, hidden);
-        if temperature != 1.0 {
-            logits = tape.mul_scalar(logits, 1.0 / temperature);
+    rayon::scope(|_| {
+        let n = batch.mask.nrows();
+        let mut logps = Vec::new();
+        let mut vals = Vec::new();
+        let all: Vec<usize> = (0..n).collect();
+        for chunk in all.chunks(micro.max(1)) {
+            let ids = batch.ids.select(Axis(0), chunk);
+            let targets = batch.targets.select(Axis(0), chunk);
+            let mut tape = Tape::no_grad();
+            let hidden = forward_rollout(model, &mut tape, &ids)?;
+            let mut logits = model.logits(&mut tape, hidden);
+            if temperature != 1.0 {
+                logits = tape.mul_scalar(logits, 1.0 / temperature);
+            }
+            let logp = tape.token_log_probs(logits, &targets);
+            logps.push(as2(tape.value(logp)));
+            if values {
+                let v = model.values(&mut tape, hidden)?;
+                vals.push(as2(tape.value(v)));
+            }
         }
-        let logp = tape.token_log_probs(logits, &targets);
-        logps.push(as2(tape.value(logp)));
-        if values {
-            let v = model.values(&mut tape, hidden)?;
-            vals.push(as2(tape.value(v)));
-        }
-    }
-    let cat = |parts: Vec<Array2<F>>| -> Array2<F> {
-        let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
-        ndarray::concatenate(Axis(0), &views).expect("chunks share the width")
-    };
-    Ok((cat(logps), values.then(|| cat(vals))))
+        let cat = |parts: Vec<Array2<F>>| -> Array2<F> {
+            let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+            ndarray::concatenate(Axis(0), &views).expect("chunks share the width")
+        };
+        Ok((cat(logps), values.then(|| cat(vals))))
+    })
 }
 
 /// log π at every completion token of `samples` under a frozen `model` (the reference), on the
