@@ -90,7 +90,8 @@ mod tests {
         pool.install(|| {
             assert!(rayon::current_thread_index().is_some());
             for n in SIZES {
-                assert!(zero_vec::<f32>(n).len() == n && zero_vec::<f32>(n).iter().all(|&x| x == 0.0));
+                let zeros = zero_vec::<f32>(n);
+                assert!(zeros.len() == n && zeros.iter().all(|&x| x == 0.0));
                 let row = [0.5f32, -1.0];
                 let v = repeat_row(&row, n / 2 + 1);
                 assert!(v.len() == 2 * (n / 2 + 1) && v.chunks(2).all(|r| r == row));

@@ -13,9 +13,9 @@
 //! arena those settings keep. Without the latter, a thread of rayon's pool allocates from an
 //! arena of its own, which hands freed memory back all the same: an RL update run on a pool
 //! worker (as `pglm_trainer` runs it) took about 3,600 page faults more per update and ran
-//! 34-49 ms in its forward instead of 33-34 (docs/PERFORMANCE.md). It is a process-wide setting, so the
-//! library never calls it on its own: binaries call it once at start (`pglm`, `cargo xtask`, the
-//! examples). Other allocators and platforms are left alone.
+//! 34-49 ms in its forward instead of 33-34 (docs/PERFORMANCE.md). It is a process-wide setting,
+//! so the library never calls it on its own: binaries call it once at start (`pglm`,
+//! `cargo xtask`, the examples). Other allocators and platforms are left alone.
 
 /// Largest mmap threshold glibc accepts on 64-bit targets (half its 64 MiB heap size): blocks up to
 /// 32 MiB come from the heap, where freed memory can be reused without a trip to the kernel.
