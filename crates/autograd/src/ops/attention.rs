@@ -12,7 +12,9 @@
 //! Masked probabilities are exactly zero, so their dS is zero and backward needs no mask.
 //! The loops run in parallel over batch rows (a task owns its row of the output and of the
 //! gradient, every head of it); each head runs the register-tiled kernels of `head` on one thread,
-//! so its result does not depend on which thread computed it.
+//! so its result does not depend on which thread computed it. The ops on GPT-2's packed qkv first
+//! rearrange a batch row's heads into contiguous rows (`head::unpack`); `shared` runs the same
+//! per-row work on positions stored once (the shared prompts of an RL update).
 
 use ndarray::ArrayD;
 use rayon::prelude::*;
@@ -26,6 +28,8 @@ pub(crate) enum Op<F> {
     Attention { q: Var, k: Var, v: Var, causal: bool, probs: ArrayD<F> },
     /// [`Tape::causal_self_attention`]; `probs` is P, `(B, H, T, T)`.
     CausalSelfAttention { qkv: Var, n_head: usize, probs: ArrayD<F> },
+    /// [`Tape::causal_self_attention_rows`].
+    CausalSelfAttentionRows(shared::Rows<F>),
 }
 
 /// Panics naming the shapes unless q, k and v are all the same `(B, H, T, D)`.
@@ -42,9 +46,62 @@ fn slice_of<F, S: ndarray::Data<Elem = F>>(x: &ndarray::ArrayBase<S, ndarray::Ix
     x.as_slice().expect("standard layout")
 }
 
-/// Where head `h`'s q, k and v sit in a packed qkv batch row (`T x 3C`).
-fn packed_at(h: usize, c: usize, hs: usize) -> [head::At; 3] {
-    [0, c, 2 * c].map(|off| head::At { off: off + h * hs, ld: 3 * c })
+/// Where block `g` (head `h` of q, k or v is block `h`, `H + h` or `2H + h`) sits in a batch
+/// row rearranged by [`head::unpack`]: `T x hs` contiguous rows.
+fn unpacked_at(g: usize, t: usize, hs: usize) -> head::At {
+    head::At { off: g * t * hs, ld: hs }
+}
+
+/// A thread's buffers for the packed ops: the heads' scratch, and one batch row of qkv, of the
+/// output's gradient and of qkv's gradient, each rearranged head by head.
+type Unpacked<F> = (head::Scratch<F>, Vec<F>, Vec<F>, Vec<F>);
+
+/// One batch row of causal self-attention: `rows` are its `T` packed qkv rows (`3C` wide, see
+/// [`Tape::causal_self_attention`]); writes P `(H, T, T)` into `p` and the output `(T, C)` into `o`.
+fn forward_row<'a, F: Float>(
+    rows: impl ExactSizeIterator<Item = &'a [F]>,
+    p: &mut [F],
+    (n_head, hs): (usize, usize),
+    (sc, xh, _, _): &mut Unpacked<F>,
+    o: &mut [F],
+) {
+    let t = rows.len();
+    let (c, dims, scale) =
+        (n_head * hs, head::Dims { t, d: hs, causal: true }, F::of(1.0 / (hs as f64).sqrt()));
+    head::unpack(rows, (3 * n_head, hs), xh);
+    for h in 0..n_head {
+        let p = &mut p[h * t * t..(h + 1) * t * t];
+        let o = (&mut *o, head::At { off: h * hs, ld: c });
+        let operands = [0, n_head, 2 * n_head].map(|g| (&xh[..], unpacked_at(g + h, t, hs)));
+        head::forward(operands, dims, scale, p, o, sc);
+    }
+}
+
+/// The backward of [`forward_row`]: `rows` pairs the batch row's qkv rows with its output's
+/// gradient rows (`C` wide); `p` is the row's P; writes the qkv gradient `(T, 3C)` into `dx`.
+fn backward_row<'a, 'b, F: Float>(
+    (rows, d_o): (impl ExactSizeIterator<Item = &'a [F]>, impl ExactSizeIterator<Item = &'b [F]>),
+    p: &[F],
+    (n_head, hs): (usize, usize),
+    (sc, xh, gh, dh): &mut Unpacked<F>,
+    dx: &mut [F],
+) {
+    let t = rows.len();
+    let (dims, scale) = (head::Dims { t, d: hs, causal: true }, F::of(1.0 / (hs as f64).sqrt()));
+    head::unpack(rows, (3 * n_head, hs), xh);
+    head::unpack(d_o, (n_head, hs), gh);
+    dh.clear();
+    dh.resize(t * 3 * n_head * hs, F::zero());
+    let mut bufs = [&mut dh[..]];
+    for h in 0..n_head {
+        let p = &p[h * t * t..(h + 1) * t * t];
+        let d_o = (&gh[..], unpacked_at(h, t, hs));
+        let blocks = [0, n_head, 2 * n_head].map(|g| unpacked_at(g + h, t, hs));
+        let operands = blocks.map(|at| (&xh[..], at));
+        let grads_at = blocks.map(|at| (0, at));
+        head::backward(operands, p, d_o, dims, scale, &mut bufs, grads_at, sc);
+    }
+    head::pack(dh, (t, 3 * n_head, hs), dx);
 }
 
 /// Checks a packed qkv shape and returns `(B, T, C, hs)`.
@@ -100,36 +157,28 @@ impl<F: Float> Op<F> {
             Op::CausalSelfAttention { qkv, n_head, probs } => {
                 let (qkv, n_head) = (*qkv, *n_head);
                 let (_, t, c, hs) = packed_dims(ctx.value(qkv).shape(), n_head);
-                let scale = F::of(1.0 / (hs as f64).sqrt());
                 let mut dqkv = crate::fill::zeros::<F>(ctx.value(qkv).shape());
                 {
                     let x = ctx.value(qkv).as_standard_layout();
                     let go = grad_out.as_standard_layout();
-                    let dims = head::Dims { t, d: hs, causal: true };
                     let (xblk, oblk, pblk) = (t * 3 * c, t * c, n_head * t * t);
                     let dx = dqkv.as_slice_mut().expect("fresh gradient");
                     if xblk > 0 {
                         dx.par_chunks_mut(xblk).enumerate().for_each_init(
-                            head::Scratch::default,
-                            |sc, (b, dx)| {
-                                let xb = &slice_of(&x)[b * xblk..(b + 1) * xblk];
-                                let gb = &slice_of(&go)[b * oblk..(b + 1) * oblk];
+                            Unpacked::default,
+                            |bufs, (b, dx)| {
+                                let (xb, gb) =
+                                    (&slice_of(&x)[b * xblk..][..xblk], &slice_of(&go)[b * oblk..][..oblk]);
+                                let rows = (xb.chunks_exact(3 * c), gb.chunks_exact(c));
                                 let pb = &slice_of(probs)[b * pblk..(b + 1) * pblk];
-                                let mut bufs = [dx];
-                                for h in 0..n_head {
-                                    let at = packed_at(h, c, hs);
-                                    let p = &pb[h * t * t..(h + 1) * t * t];
-                                    let d_o = (gb, head::At { off: h * hs, ld: c });
-                                    let operands = at.map(|at| (xb, at));
-                                    let grads_at = at.map(|at| (0, at));
-                                    head::backward(operands, p, d_o, dims, scale, &mut bufs, grads_at, sc);
-                                }
+                                backward_row(rows, pb, (n_head, hs), bufs, dx);
                             },
                         );
                     }
                 }
                 ctx.add(qkv, dqkv);
             }
+            Op::CausalSelfAttentionRows(rows) => rows.backward(grad_out, ctx),
         }
     }
 }
@@ -174,30 +223,25 @@ impl<F: Float> Tape<F> {
     /// `[q | k | v]`, each `C` wide with the `n_head` heads side by side (`hs = C / n_head` columns
     /// each); the result is `(B, T, C)` with the heads merged the same way. Scale `1/√hs`.
     ///
-    /// Reads the heads in place through strided views, so the model needs no split or permute copies.
+    /// Each thread rearranges a batch row's heads into contiguous rows, so the model needs no split
+    /// or permute copies.
     ///
     /// # Panics
     /// If `qkv` is not `(B, T, 3C)` with `C` divisible by `n_head`.
     pub fn causal_self_attention(&mut self, qkv: Var, n_head: usize) -> Var {
         let (n_b, t, c, hs) = packed_dims(self.shape(qkv), n_head);
-        let scale = F::of(1.0 / (hs as f64).sqrt());
         let mut probs = crate::fill::zeros::<F>(&[n_b, n_head, t, t]);
         let mut out = crate::fill::zeros::<F>(&[n_b, t, c]);
         {
             let x = self.value(qkv).as_standard_layout();
-            let dims = head::Dims { t, d: hs, causal: true };
             let (xblk, oblk, pblk) = (t * 3 * c, t * c, n_head * t * t);
             let p = probs.as_slice_mut().expect("fresh");
             let o = out.as_slice_mut().expect("fresh");
             if oblk > 0 {
                 let rows = p.par_chunks_mut(pblk).zip(o.par_chunks_mut(oblk));
-                rows.enumerate().for_each_init(head::Scratch::default, |sc, (b, (pb, ob))| {
-                    let xb = &slice_of(&x)[b * xblk..(b + 1) * xblk];
-                    for h in 0..n_head {
-                        let p = &mut pb[h * t * t..(h + 1) * t * t];
-                        let o = (&mut *ob, head::At { off: h * hs, ld: c });
-                        head::forward(packed_at(h, c, hs).map(|at| (xb, at)), dims, scale, p, o, sc);
-                    }
+                rows.enumerate().for_each_init(Unpacked::default, |bufs, (b, (pb, ob))| {
+                    let xb = slice_of(&x)[b * xblk..(b + 1) * xblk].chunks_exact(3 * c);
+                    forward_row(xb, pb, (n_head, hs), bufs, ob);
                 });
             }
         }
@@ -206,6 +250,7 @@ impl<F: Float> Tape<F> {
 }
 
 mod head;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -222,7 +267,7 @@ pub(crate) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
     fn causal_self_attention<F: Float>(t: &mut Tape<F>, x: &[Var], s: &Sample) -> Var {
         t.causal_self_attention(x[0], s.ints[0])
     }
-    vec![
+    let mut cases = vec![
         gradcheck_case!(
             "attention (causal or not)",
             || (1usize..=2, 1usize..=2, 1usize..=5, 1usize..=4, any::<bool>())
@@ -252,5 +297,7 @@ pub(crate) fn gradcheck_cases() -> Vec<crate::gradcheck::Case> {
                 .boxed(),
             causal_self_attention
         ),
-    ]
+    ];
+    cases.extend(shared::gradcheck_cases());
+    cases
 }

@@ -14,6 +14,7 @@ use crate::Float;
 use crate::tape::Backward;
 
 mod embedding;
+pub(crate) use embedding::scatter_add_rows;
 pub mod kernels;
 mod layer_norm;
 mod loss;

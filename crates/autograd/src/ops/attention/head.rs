@@ -91,24 +91,65 @@ fn tiles(t: usize) -> (impl Iterator<Item = usize>, std::ops::Range<usize>) {
     ((0..t / R).map(|i| i * R).chain(overlap), singles)
 }
 
-/// Copies the operand `src` at `at` into `dst`, row-major `T x D`: the operand's new place.
+/// The operand `src` at `at` as contiguous rows, row-major `T x D`: in place when its rows are
+/// already `D` apart, else copied into `dst`.
 ///
 /// The products read each row of their streamed operand once per tile; read in place, rows of a
 /// packed qkv are 1.5 KB apart and evict one another from L1 (the loads of those rows were most
-/// of a head's time). The copy moves 16 values at a time, without a `memcpy` call per row.
-fn contiguous<'a, F: Float>(src: &[F], at: At, dims: Dims, dst: &'a mut Vec<F>) -> (&'a [F], At) {
+/// of a head's time).
+fn contiguous<'a, F: Float>(src: &'a [F], at: At, dims: Dims, dst: &'a mut Vec<F>) -> (&'a [F], At) {
     let d = dims.d;
+    if at.ld == d {
+        return (&src[at.off..at.off + dims.t * d], At { off: 0, ld: d });
+    }
     dst.clear();
     for i in 0..dims.t {
-        let row = &src[at.row(i)..at.row(i) + d];
-        let mut chunks = row.chunks_exact(16);
-        for c in chunks.by_ref() {
-            let c: &[F; 16] = c.try_into().expect("16 values");
-            dst.extend_from_slice(c);
-        }
-        dst.extend_from_slice(chunks.remainder());
+        copy_row(&src[at.row(i)..at.row(i) + d], dst);
     }
     (dst, At { off: 0, ld: d })
+}
+
+/// Appends `row` to `dst` 16 values at a time, without a `memcpy` call for a short row.
+#[inline(always)]
+fn copy_row<F: Float>(row: &[F], dst: &mut Vec<F>) {
+    let mut chunks = row.chunks_exact(16);
+    for c in chunks.by_ref() {
+        let c: &[F; 16] = c.try_into().expect("16 values");
+        dst.extend_from_slice(c);
+    }
+    dst.extend_from_slice(chunks.remainder());
+}
+
+/// Rearranges one batch row, given as its `T` positions' rows, each `heads` blocks of `hs` values
+/// side by side (a packed qkv row holds q, k and v of every head), into `dst` block by block:
+/// block `g` is the `T x hs` rows at `g·T·hs`.
+///
+/// The heads then read their operands from contiguous rows. Reading a packed row from start to
+/// end lets the prefetcher stream it; a head's rows read in place are 1.5 KB apart, and fetching
+/// them from memory head by head took a quarter of the attention's time at the GRPO update's
+/// shapes.
+pub(crate) fn unpack<'a, F: Float>(
+    rows: impl ExactSizeIterator<Item = &'a [F]>,
+    (heads, hs): (usize, usize),
+    dst: &mut Vec<F>,
+) {
+    let t = rows.len();
+    dst.clear();
+    dst.resize(t * heads * hs, F::zero());
+    for (i, row) in rows.enumerate() {
+        for (g, block) in row[..heads * hs].chunks_exact(hs).enumerate() {
+            dst[(g * t + i) * hs..(g * t + i + 1) * hs].copy_from_slice(block);
+        }
+    }
+}
+
+/// The inverse of [`unpack`]: writes the blocks of `src` back side by side into the rows of `dst`.
+pub(crate) fn pack<F: Float>(src: &[F], (t, heads, hs): (usize, usize, usize), dst: &mut [F]) {
+    for (i, row) in dst.chunks_exact_mut(heads * hs).take(t).enumerate() {
+        for (g, block) in row.chunks_exact_mut(hs).enumerate() {
+            block.copy_from_slice(&src[(g * t + i) * hs..(g * t + i + 1) * hs]);
+        }
+    }
 }
 
 /// Copies the operand `src` at `at` into `dst` transposed, `D x tp`, the columns past `T` zero.

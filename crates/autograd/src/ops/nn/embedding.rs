@@ -14,11 +14,7 @@ pub(crate) struct Embedding {
 }
 
 impl Embedding {
-    /// `dweight[v, :] += sum over positions s with ids[s] = v of dy[s, :]`.
-    ///
-    /// The positions are grouped by id (a counting sort that keeps position order), then the rows
-    /// of `dweight` are filled in parallel, each summing its positions in increasing order: the
-    /// same additions in the same order as a sequential scatter, whatever the thread count.
+    /// `dweight[v, :] += sum over positions s with ids[s] = v of dy[s, :]` ([`scatter_add_rows`]).
     pub(crate) fn backward<F: Float>(&self, grad_out: ArrayD<F>, ctx: &mut Backward<'_, F>) {
         if !ctx.needs(self.weight) {
             return;
@@ -29,35 +25,42 @@ impl Embedding {
         if !dw.is_standard_layout() {
             *dw = dw.as_standard_layout().into_owned();
         }
-        let (v, c) = (dw.shape()[0], dw.shape()[1]);
-        if c == 0 {
-            return;
-        }
-
-        // start[r]..start[r + 1] indexes the positions of id r in `by_id`.
-        let mut start = vec![0usize; v + 1];
-        for &id in &self.ids {
-            start[id as usize + 1] += 1;
-        }
-        for r in 0..v {
-            start[r + 1] += start[r];
-        }
-        let mut fill = start.clone();
-        let mut by_id = vec![0usize; self.ids.len()];
-        for (s, &id) in self.ids.iter().enumerate() {
-            by_id[fill[id as usize]] = s;
-            fill[id as usize] += 1;
-        }
-
-        let dw = dw.as_slice_mut().expect("standard layout");
-        dw.par_chunks_mut(c).enumerate().with_min_len(rows_per_task(c)).for_each(|(r, row)| {
-            for &s in &by_id[start[r]..start[r + 1]] {
-                for (g, &d) in row.iter_mut().zip(&dy[s * c..(s + 1) * c]) {
-                    *g += d;
-                }
-            }
-        });
+        let c = dw.shape()[1];
+        scatter_add_rows(&self.ids, dy, dw.as_slice_mut().expect("standard layout"), c);
     }
+}
+
+/// `dw[r, :] += Σ dy[s, :]` over the positions `s` with `ids[s] = r`, for `dw` of rows `C` wide.
+///
+/// The positions are grouped by id (a counting sort that keeps position order), then the rows
+/// of `dw` are filled in parallel, each summing its positions in increasing order: the same
+/// additions in the same order as a sequential scatter, whatever the thread count.
+pub(crate) fn scatter_add_rows<F: Float>(ids: &[u32], dy: &[F], dw: &mut [F], c: usize) {
+    if c == 0 {
+        return;
+    }
+    let v = dw.len() / c;
+    // start[r]..start[r + 1] indexes the positions of id r in `by_id`.
+    let mut start = vec![0usize; v + 1];
+    for &id in ids {
+        start[id as usize + 1] += 1;
+    }
+    for r in 0..v {
+        start[r + 1] += start[r];
+    }
+    let mut fill = start.clone();
+    let mut by_id = vec![0usize; ids.len()];
+    for (s, &id) in ids.iter().enumerate() {
+        by_id[fill[id as usize]] = s;
+        fill[id as usize] += 1;
+    }
+    dw.par_chunks_mut(c).enumerate().with_min_len(rows_per_task(c)).for_each(|(r, row)| {
+        for &s in &by_id[start[r]..start[r + 1]] {
+            for (g, &d) in row.iter_mut().zip(&dy[s * c..(s + 1) * c]) {
+                *g += d;
+            }
+        }
+    });
 }
 
 impl<F: Float> Tape<F> {
