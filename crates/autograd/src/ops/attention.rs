@@ -90,7 +90,7 @@ fn backward_row<'a, 'b, F: Float>(
     let (dims, scale) = (head::Dims { t, d: hs, causal: true }, F::of(1.0 / (hs as f64).sqrt()));
     head::unpack(rows, (3 * n_head, hs), xh);
     head::unpack(d_o, (n_head, hs), gh);
-    dh.clear();
+    // The heads overwrite every value: only a new length needs the fill.
     dh.resize(t * 3 * n_head * hs, F::zero());
     let mut bufs = [&mut dh[..]];
     for h in 0..n_head {

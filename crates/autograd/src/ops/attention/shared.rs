@@ -173,8 +173,7 @@ impl<F: Float> Tape<F> {
                 let seqs = p.par_chunks_mut(pblk).zip(runs.into_par_iter()).enumerate();
                 seqs.for_each_init(Unpacked::default, |bufs, (b, (pb, run))| {
                     let mut o = std::mem::take(&mut bufs.2);
-                    o.clear();
-                    o.resize(t * c, F::zero());
+                    o.resize(t * c, F::zero()); // every value is overwritten
                     forward_row(layout.rows(xs, 3 * c, b), pb, (n_head, hs), bufs, &mut o);
                     let picks = &layout.pick[layout.first[b]..layout.first[b + 1]];
                     for (row, &p) in run.chunks_exact_mut(c).zip(picks) {
