@@ -1,11 +1,11 @@
-//! One attention head, forward and backward, on contiguous copies of its operands.
+//! One attention head, forward and backward, on operands stored as contiguous rows.
 //!
 //! A head's q, k and v are `T x D` with `T` and `D` small (39 x 32 in a GRPO update at config S),
 //! so a general GEMM spends more on setting up each product than on the product, and computes the
 //! masked upper triangle it cannot skip. The kernels here work in register tiles of `R` rows and
-//! 16 columns, skip what the causal mask hides, and stream contiguous copies of the operands (a
-//! packed qkv row is `3C` wide, so a head's rows read in place sit 1.5 KB apart and crowd the
-//! same L1 sets). A wider tile (32 columns) was not kept: the compiler left its accumulators in
+//! 16 columns, skip what the causal mask hides, and stream their operands row by row. The packed
+//! ops first [`unpack`] a batch row head by head: a packed qkv row is `3C` wide, so a head's rows
+//! read in place sit 1.5 KB apart and crowd the same L1 sets. A wider tile (32 columns) was not kept: the compiler left its accumulators in
 //! memory and ran it scalar, several times slower.
 //!
 //! Three products cover the forward and the backward (equations in the parent module):
@@ -68,9 +68,6 @@ impl Dims {
 /// Per-thread buffers, reused across the heads one thread computes.
 #[derive(Default)]
 pub(crate) struct Scratch<F> {
-    /// Contiguous copies (`T x D`) of the operands the `mix` products stream row by row: `v` in
-    /// the forward; `q`, `k` and `dO` in the backward.
-    rows: [Vec<F>; 3],
     /// `kᵀ` in the forward, `vᵀ` in the backward: `D x tp`, zero-padded columns.
     bt: Vec<F>,
     /// Scores or dP, `T x tp`.
@@ -89,35 +86,6 @@ fn tiles(t: usize) -> (impl Iterator<Item = usize>, std::ops::Range<usize>) {
     let overlap = (t >= R && !t.is_multiple_of(R)).then(|| t - R);
     let singles = if t < R { 0..t } else { t..t };
     ((0..t / R).map(|i| i * R).chain(overlap), singles)
-}
-
-/// The operand `src` at `at` as contiguous rows, row-major `T x D`: in place when its rows are
-/// already `D` apart, else copied into `dst`.
-///
-/// The products read each row of their streamed operand once per tile; read in place, rows of a
-/// packed qkv are 1.5 KB apart and evict one another from L1 (the loads of those rows were most
-/// of a head's time).
-fn contiguous<'a, F: Float>(src: &'a [F], at: At, dims: Dims, dst: &'a mut Vec<F>) -> (&'a [F], At) {
-    let d = dims.d;
-    if at.ld == d {
-        return (&src[at.off..at.off + dims.t * d], At { off: 0, ld: d });
-    }
-    dst.clear();
-    for i in 0..dims.t {
-        copy_row(&src[at.row(i)..at.row(i) + d], dst);
-    }
-    (dst, At { off: 0, ld: d })
-}
-
-/// Appends `row` to `dst` 16 values at a time, without a `memcpy` call for a short row.
-#[inline(always)]
-fn copy_row<F: Float>(row: &[F], dst: &mut Vec<F>) {
-    let mut chunks = row.chunks_exact(16);
-    for c in chunks.by_ref() {
-        let c: &[F; 16] = c.try_into().expect("16 values");
-        dst.extend_from_slice(c);
-    }
-    dst.extend_from_slice(chunks.remainder());
 }
 
 /// Rearranges one batch row, given as its `T` positions' rows, each `heads` blocks of `hs` values
@@ -356,7 +324,6 @@ pub(crate) fn forward<F: Float>(
         p_row[..live].copy_from_slice(s_row);
         p_row[live..].fill(F::zero());
     }
-    let v = contiguous(v.0, v.1, dims, &mut sc.rows[0]);
     mix(p, v, dims, F::one(), o);
 }
 
@@ -378,10 +345,6 @@ pub(crate) fn backward<F: Float>(
     sc: &mut Scratch<F>,
 ) {
     let (t, tp) = (dims.t, dims.tp());
-    let [q_rows, k_rows, do_rows] = &mut sc.rows;
-    let q = contiguous(q.0, q.1, dims, q_rows);
-    let k = contiguous(k.0, k.1, dims, k_rows);
-    let d_o = contiguous(d_o.0, d_o.1, dims, do_rows);
     // dV = Pᵀ·dO
     mix_t(p, d_o, dims, F::one(), (&mut *bufs[iv], at_v));
     // dP = dO·vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)), exactly zero where P is masked.
