@@ -18,9 +18,9 @@
 //!
 //! The gradient of a stored row sums over every (b, t) that reads it. The attention step is one
 //! tape op, `Tape::causal_self_attention_rows`, which reads each sequence's rows of `qkv` directly
-//! and writes only the picked outputs; its backward scatter-adds as an embedding lookup does. With G = 8 completions of 32 tokens after an
-//! 8-token prompt, 17.5% of the positions are stored once instead of eight times; with a 32-token
-//! prompt, 44%.
+//! and writes only the picked outputs; its backward scatter-adds as an embedding lookup does.
+//! With G = 8 completions of 32 tokens after an 8-token prompt, 17.5% of the positions are stored
+//! once instead of eight times; with a 32-token prompt, 44%.
 
 use ndarray::{Array1, Array2, ArrayD};
 use pglm_autograd::{Float, Tape, Var};

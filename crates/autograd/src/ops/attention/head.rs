@@ -5,8 +5,8 @@
 //! masked upper triangle it cannot skip. The kernels here work in register tiles of `R` rows and
 //! 16 columns, skip what the causal mask hides, and stream their operands row by row. The packed
 //! ops first [`unpack`] a batch row head by head: a packed qkv row is `3C` wide, so a head's rows
-//! read in place sit 1.5 KB apart and crowd the same L1 sets. A wider tile (32 columns) was not kept: the compiler left its accumulators in
-//! memory and ran it scalar, several times slower.
+//! read in place sit 1.5 KB apart and crowd the same L1 sets. A wider tile (32 columns) was not
+//! kept: the compiler left its accumulators in memory and ran it scalar, several times slower.
 //!
 //! Three products cover the forward and the backward (equations in the parent module):
 //!

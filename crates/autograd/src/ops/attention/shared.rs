@@ -119,12 +119,7 @@ impl<F: Float> Rows<F> {
                 );
             }
         }
-        let slot = ctx.slot(qkv);
-        if !slot.is_standard_layout() {
-            *slot = slot.as_standard_layout().into_owned();
-        }
-        let slot = slot.as_slice_mut().expect("standard layout");
-        crate::ops::nn::scatter_add_rows(&layout.expand, &d_full, slot, 3 * c);
+        crate::ops::nn::scatter_add_rows(&layout.expand, &d_full, ctx.slot(qkv));
     }
 }
 

@@ -20,26 +20,25 @@ impl Embedding {
             return;
         }
         let dy = into_standard(grad_out);
-        let dy = dy.as_slice().expect("standard layout");
-        let dw = ctx.slot(self.weight);
-        if !dw.is_standard_layout() {
-            *dw = dw.as_standard_layout().into_owned();
-        }
-        let c = dw.shape()[1];
-        scatter_add_rows(&self.ids, dy, dw.as_slice_mut().expect("standard layout"), c);
+        scatter_add_rows(&self.ids, dy.as_slice().expect("standard layout"), ctx.slot(self.weight));
     }
 }
 
-/// `dw[r, :] += Σ dy[s, :]` over the positions `s` with `ids[s] = r`, for `dw` of rows `C` wide.
+/// `dw[r, :] += Σ dy[s, :]` over the positions `s` with `ids[s] = r`, `dw` a `(V, C)` gradient
+/// slot and `dy` the positions' rows, `C` values each.
 ///
 /// The positions are grouped by id (a counting sort that keeps position order), then the rows
 /// of `dw` are filled in parallel, each summing its positions in increasing order: the same
 /// additions in the same order as a sequential scatter, whatever the thread count.
-pub(crate) fn scatter_add_rows<F: Float>(ids: &[u32], dy: &[F], dw: &mut [F], c: usize) {
+pub(crate) fn scatter_add_rows<F: Float>(ids: &[u32], dy: &[F], dw: &mut ArrayD<F>) {
+    if !dw.is_standard_layout() {
+        *dw = dw.as_standard_layout().into_owned();
+    }
+    let (v, c) = (dw.shape()[0], dw.shape()[1]);
     if c == 0 {
         return;
     }
-    let v = dw.len() / c;
+    let dw = dw.as_slice_mut().expect("standard layout");
     // start[r]..start[r + 1] indexes the positions of id r in `by_id`.
     let mut start = vec![0usize; v + 1];
     for &id in ids {
