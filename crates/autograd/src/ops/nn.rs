@@ -14,7 +14,7 @@ use crate::Float;
 use crate::tape::Backward;
 
 mod embedding;
-pub(crate) use embedding::scatter_add_rows;
+pub(crate) use embedding::{rows_mut, scatter_add_rows};
 pub mod kernels;
 mod layer_norm;
 mod loss;

@@ -93,33 +93,67 @@ fn rows_dims(shape: &[usize], n_head: usize) -> (usize, usize, usize) {
 
 impl<F: Float> Rows<F> {
     /// `dqkv[r] += Σ` over the positions reading row `r`, in order, of each position's gradient
-    /// from its sequence's attention (the sequences computed in parallel into a `(B, T, 3C)`
-    /// buffer first).
+    /// from its sequence's attention, the sequences computed in parallel. A row read by one
+    /// position only (a sequence's own rows: most of them) is picked by that position's
+    /// sequence, which adds the gradient into it directly; the positions of rows read several
+    /// times (shared prompts) are set aside and added into their rows afterwards, in order.
     pub(crate) fn backward(&self, grad_out: ArrayD<F>, ctx: &mut Backward<'_, F>) {
         let Rows { qkv, n_head, ref layout, ref probs } = *self;
         if !ctx.needs(qkv) {
             return;
         }
-        let (_, c, hs) = rows_dims(ctx.value(qkv).shape(), n_head);
-        let t = layout.t;
+        let (r_n, c, hs) = rows_dims(ctx.value(qkv).shape(), n_head);
+        let (t, w, pblk) = (layout.t, 3 * c, n_head * layout.t * layout.t);
         let n_b = layout.first.len() - 1;
-        let mut d_full = crate::fill::zero_vec::<F>(n_b * t * 3 * c);
-        {
+        let mut reads = vec![0u32; r_n];
+        for &r in &layout.expand {
+            reads[r as usize] += 1;
+        }
+        // The rows of the set-aside positions, in order; sequence `b`'s are `starts[b]..starts[b + 1]`.
+        let (mut shared, mut starts) = (Vec::new(), vec![0usize]);
+        for seq in layout.expand.chunks_exact(t.max(1)) {
+            shared.extend(seq.iter().copied().filter(|&r| reads[r as usize] > 1));
+            starts.push(shared.len());
+        }
+        let mut aside = crate::fill::zero_vec::<F>(shared.len() * w);
+        // The slot is moved out while the sequences read qkv's value through `ctx`.
+        let mut slot = std::mem::take(ctx.slot(qkv));
+        if pblk > 0 && w > 0 {
             let x = ctx.value(qkv).as_standard_layout();
             let go = grad_out.as_standard_layout();
             let (xs, gs, zero) = (slice_of(&x), slice_of(&go), vec![F::zero(); c]);
-            let pblk = n_head * t * t;
-            if pblk > 0 {
-                d_full.par_chunks_mut(t * 3 * c).enumerate().for_each_init(
-                    Unpacked::default,
-                    |bufs, (b, dx)| {
-                        let rows = (layout.rows(xs, 3 * c, b), layout.grad_rows(gs, &zero, b));
-                        backward_row(rows, &slice_of(probs)[b * pblk..][..pblk], (n_head, hs), bufs, dx);
-                    },
-                );
+            let dqkv = crate::ops::nn::rows_mut(&mut slot);
+            // Each sequence's picked rows of the gradient, and its set-aside positions.
+            let (mut own, mut set) = (Vec::with_capacity(n_b), Vec::with_capacity(n_b));
+            let (mut rest, mut rest_set) = (&mut dqkv[..], &mut aside[..]);
+            for b in 0..n_b {
+                let (o, tail) = rest.split_at_mut((layout.first[b + 1] - layout.first[b]) * w);
+                let (a, tail_set) = rest_set.split_at_mut((starts[b + 1] - starts[b]) * w);
+                (rest, rest_set) = (tail, tail_set);
+                own.push(o);
+                set.push(a);
             }
+            let seqs = own.into_par_iter().zip(set).enumerate();
+            seqs.for_each_init(
+                || (Unpacked::default(), Vec::new()),
+                |(bufs, dx), (b, (own, set))| {
+                    dx.resize(t * w, F::zero()); // every value is overwritten
+                    let rows = (layout.rows(xs, w, b), layout.grad_rows(gs, &zero, b));
+                    backward_row(rows, &slice_of(probs)[b * pblk..][..pblk], (n_head, hs), bufs, dx);
+                    let mut set = set.chunks_exact_mut(w);
+                    for (&r, d) in layout.expand[b * t..(b + 1) * t].iter().zip(dx.chunks_exact(w)) {
+                        if reads[r as usize] > 1 {
+                            set.next().expect("a set-aside position").copy_from_slice(d);
+                        } else {
+                            let at = (r as usize - layout.first[b]) * w;
+                            own[at..at + w].iter_mut().zip(d).for_each(|(g, &d)| *g += d);
+                        }
+                    }
+                },
+            );
         }
-        crate::ops::nn::scatter_add_rows(&layout.expand, &d_full, ctx.slot(qkv));
+        crate::ops::nn::scatter_add_rows(&shared, &aside, &mut slot);
+        *ctx.slot(qkv) = slot;
     }
 }
 

@@ -31,14 +31,11 @@ impl Embedding {
 /// of `dw` are filled in parallel, each summing its positions in increasing order: the same
 /// additions in the same order as a sequential scatter, whatever the thread count.
 pub(crate) fn scatter_add_rows<F: Float>(ids: &[u32], dy: &[F], dw: &mut ArrayD<F>) {
-    if !dw.is_standard_layout() {
-        *dw = dw.as_standard_layout().into_owned();
-    }
     let (v, c) = (dw.shape()[0], dw.shape()[1]);
     if c == 0 {
         return;
     }
-    let dw = dw.as_slice_mut().expect("standard layout");
+    let dw = rows_mut(dw);
     // start[r]..start[r + 1] indexes the positions of id r in `by_id`.
     let mut start = vec![0usize; v + 1];
     for &id in ids {
@@ -60,6 +57,15 @@ pub(crate) fn scatter_add_rows<F: Float>(ids: &[u32], dy: &[F], dw: &mut ArrayD<
             }
         }
     });
+}
+
+/// The values of a `(V, C)` gradient slot in row-major order (rearranged first if some op stored
+/// it otherwise), for writing row by row.
+pub(crate) fn rows_mut<F: Float>(dw: &mut ArrayD<F>) -> &mut [F] {
+    if !dw.is_standard_layout() {
+        *dw = dw.as_standard_layout().into_owned();
+    }
+    dw.as_slice_mut().expect("standard layout")
 }
 
 impl<F: Float> Tape<F> {
