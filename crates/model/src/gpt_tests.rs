@@ -165,6 +165,37 @@ fn splitting_a_call_by_rows_or_by_columns_gives_the_same_bits() {
 }
 
 #[test]
+fn a_run_of_one_slot_in_one_call_has_the_bits_of_one_row_at_a_time() {
+    // On one thread, a call's run of one slot's consecutive positions (what scoring a completion
+    // sends) goes through the tiled attention; a call of one row through the per-row kernel.
+    // Every row must match bit for bit. Head sizes 64, 32 and 24 cover the tiles' kinds of
+    // columns; after two rows alone, the run's tiles of four rows straddle 32 and 64 keys, where
+    // they must fall back to rows.
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    for (n_head, n_embd) in [(1, 64), (2, 64), (2, 48)] {
+        let model = Gpt::<f32>::new(GptConfig::new(11, 80, 1, n_head, n_embd), 7).unwrap();
+        let v = 11;
+        let seq: Vec<u32> = (0..70u32).map(|i| (i * 5 + 2) % 11).collect();
+        let rows: Vec<(usize, u32)> = seq.iter().map(|&t| (0, t)).collect();
+        let mut scratch = InferScratch::new(model.config(), 70);
+        let mut all = vec![0.0f32; 70 * v];
+        one_thread.install(|| {
+            let mut cache = KvCache::new(model.config(), 1, 80);
+            for (r, out) in rows[..2].iter().zip(all.chunks_exact_mut(v)) {
+                model.forward_cached(&mut cache, &mut scratch, &[*r], out).unwrap();
+            }
+            model.forward_cached(&mut cache, &mut scratch, &rows[2..], &mut all[2 * v..]).unwrap();
+        });
+        let mut cache = KvCache::new(model.config(), 1, 80);
+        let mut one = vec![0.0f32; v];
+        for (i, &row) in rows.iter().enumerate() {
+            model.forward_cached(&mut cache, &mut scratch, &[row], &mut one).unwrap();
+            assert_eq!(&all[i * v..(i + 1) * v], &one[..], "head size {}, position {i}", n_embd / n_head);
+        }
+    }
+}
+
+#[test]
 fn copy_slot_shares_a_prefill() {
     let model = Gpt::<f64>::new(tiny(9, 16), 5).unwrap();
     let v = 9;

@@ -39,9 +39,11 @@ pub struct KvCache<F> {
     /// Positions stored per head: `capacity` rounded up to whole score blocks (see `attention`),
     /// so that every block of scores a query computes lies inside its head's keys.
     stride: usize,
-    /// Keys, transposed per head: `[slot][layer][head][head_dim][stride]`, so that a query's
-    /// scores against all positions are column blocks of one small product (see `attention`),
-    /// and each slot's keys are one contiguous run (a row-parallel call splits the slots).
+    /// Keys, transposed in blocks of 16 positions per head:
+    /// `[slot][layer][head][stride / 16][head_dim][16]`, so that a query's scores against 16
+    /// positions are one register per dimension and its keys are contiguous blocks (see
+    /// `attention`), and each slot's keys are one contiguous run (a row-parallel call splits the
+    /// slots).
     k: Vec<F>,
     /// Values: `[slot][layer][head][position][head_dim]` (`stride` positions per head), one
     /// head's values contiguous.
@@ -99,15 +101,15 @@ impl<F: Float> KvCache<F> {
             return;
         }
         let len = self.lens[from];
-        let (hs, cap) = (self.head_dim, self.stride);
+        let hs = self.head_dim;
         let slots = self.slots_mut();
         for layer in 0..slots.n_layer {
             for head in 0..slots.n_head {
                 let (src, dst) = (slots.head_base(layer, from, head), slots.head_base(layer, to, head));
                 slots.v.copy_within(src..src + len * hs, dst);
-                for i in 0..hs {
-                    slots.k.copy_within(src + i * cap..src + i * cap + len, dst + i * cap);
-                }
+                // Whole key blocks: the positions past `len` only feed scores that are discarded.
+                let blocks = attention::key_block(len.next_multiple_of(attention::KEY_BLOCK), hs);
+                slots.k.copy_within(src..src + blocks, dst);
             }
         }
         self.lens[to] = len;
