@@ -67,9 +67,9 @@ fn cached_decoding_matches_the_full_forward() {
 
 #[test]
 fn long_cached_decoding_matches_the_full_forward_and_copies_of_its_slot() {
-    // A cache of 90 positions (stored as 128) and an 85-token sequence: the attention scores run
-    // in two blocks of 64, the second past the sequence's end (see `infer::attention`), and a
-    // copied slot carries on alike.
+    // A cache of 90 positions (stored as 96) and an 85-token sequence: the attention scores run
+    // in two blocks of 64, the second over the blocks of 16 keys the sequence reaches (see
+    // `infer::attention`), and a copied slot carries on alike.
     let model = Gpt::<f32>::new(GptConfig::new(11, 96, 1, 2, 32), 6).unwrap();
     let v = 11;
     let seq: Vec<u32> = (0..85u32).map(|i| (i * 7 + 3) % 11).collect();

@@ -36,8 +36,8 @@ pub struct KvCache<F> {
     n_head: usize,
     head_dim: usize,
     capacity: usize,
-    /// Positions stored per head: `capacity` rounded up to whole score blocks (see `attention`),
-    /// so that every block of scores a query computes lies inside its head's keys.
+    /// Positions stored per head: `capacity` rounded up to whole blocks of 16 keys (see
+    /// `attention`), so that every block of scores a query computes lies inside its head's keys.
     stride: usize,
     /// Keys, transposed in blocks of 16 positions per head:
     /// `[slot][layer][head][stride / 16][head_dim][16]`, so that a query's scores against 16

@@ -27,9 +27,10 @@ pub(crate) fn key_block(p: usize, hs: usize) -> usize {
     p / KEY_BLOCK * hs * KEY_BLOCK
 }
 
-/// Positions stored per head for a cache of `capacity`: whole score blocks.
+/// Positions stored per head for a cache of `capacity`: whole key blocks, so that every block of
+/// scores a query computes lies inside its head's keys.
 pub(crate) fn score_stride(capacity: usize) -> usize {
-    capacity.div_ceil(SCORE_BLOCK).max(1) * SCORE_BLOCK
+    capacity.div_ceil(KEY_BLOCK).max(1) * KEY_BLOCK
 }
 
 /// Copies each row's key and value (from its packed qkv row) into the cache at its position.
