@@ -49,7 +49,12 @@ pub(super) fn head<F: Float>(
             let at = p + b * KEY_BLOCK;
             let keys = &keys_t[key_block(at, hs)..][..hs * KEY_BLOCK];
             let o = sc.each_mut().map(|s| &mut s[at..at + KEY_BLOCK]);
-            if split { scores_split(q, keys, o) } else { scores(q, keys, o) }
+            // s[g][j] = Σ_i q[g][i] · keys[i][j]: the weighted sum of the block's rows of keys.
+            if split {
+                weighted_sum_split::<F, KEY_BLOCK>(q, keys, KEY_BLOCK, 0, o)
+            } else {
+                weighted_sum::<F, KEY_BLOCK>(q, keys, KEY_BLOCK, 0, o)
+            }
         }
     }
     for (g, s) in sc.iter_mut().enumerate() {
@@ -76,53 +81,6 @@ pub(super) fn head<F: Float>(
     }
     for d in hs / 16 * 16..hs {
         weighted_sum::<F, 1>(a, values, hs, d, out.each_mut().map(|o| &mut o[d..d + 1]));
-    }
-}
-
-/// `out[g][j] = Σ_i q[g][i] · keys[i][j]` over one key block (`hs x 16`), one fma per `i` in order.
-#[inline(never)] // compiled on its own, so that its vectorisation cannot depend on the caller
-fn scores<F: Float>(q: [&[F]; G], keys: &[F], out: [&mut [F]; G]) {
-    let mut acc = [[F::zero(); KEY_BLOCK]; G];
-    for (i, k) in keys.chunks_exact(KEY_BLOCK).enumerate() {
-        let k: &[F; KEY_BLOCK] = k.try_into().expect("a key row");
-        let qi: [F; G] = std::array::from_fn(|g| q[g][i]);
-        for g in 0..G {
-            for j in 0..KEY_BLOCK {
-                acc[g][j] = qi[g].mul_add(k[j], acc[g][j]);
-            }
-        }
-    }
-    for (o, acc) in out.into_iter().zip(&acc) {
-        o.copy_from_slice(acc);
-    }
-}
-
-/// [`scores`] with the even and the odd `i` summed apart, then added.
-#[inline(never)] // compiled on its own, so that its vectorisation cannot depend on the caller
-fn scores_split<F: Float>(q: [&[F]; G], keys: &[F], out: [&mut [F]; G]) {
-    let (mut even, mut odd) = ([[F::zero(); KEY_BLOCK]; G], [[F::zero(); KEY_BLOCK]; G]);
-    let mut rows = keys.chunks_exact(KEY_BLOCK).enumerate();
-    while let Some((i, k0)) = rows.next() {
-        let k0: &[F; KEY_BLOCK] = k0.try_into().expect("a key row");
-        let qi: [F; G] = std::array::from_fn(|g| q[g][i]);
-        for g in 0..G {
-            for j in 0..KEY_BLOCK {
-                even[g][j] = qi[g].mul_add(k0[j], even[g][j]);
-            }
-        }
-        let Some((i, k1)) = rows.next() else { break };
-        let k1: &[F; KEY_BLOCK] = k1.try_into().expect("a key row");
-        let qi: [F; G] = std::array::from_fn(|g| q[g][i]);
-        for g in 0..G {
-            for j in 0..KEY_BLOCK {
-                odd[g][j] = qi[g].mul_add(k1[j], odd[g][j]);
-            }
-        }
-    }
-    for (g, o) in out.into_iter().enumerate() {
-        for j in 0..KEY_BLOCK {
-            o[j] = even[g][j] + odd[g][j];
-        }
     }
 }
 
