@@ -139,9 +139,10 @@ fn head<F: Float>(q: &[F], keys_t: &[F], values: &[F], t: usize, scale: F, sc: &
     let hs = q.len();
     // s = q·Kᵀ, a block of 64 positions at a time: each s_p is `fma(q_i, k_p[i], ·)` over i in
     // order, the block's accumulators in registers, one register per 16 positions. The last
-    // block covers only the blocks of 16 keys that `t` reaches (its extra scores are never read):
-    // over at most 32 positions, its sum over i is split by the parity of i, so that there are
-    // always at least two independent chains of fmas per 16 positions.
+    // block covers only the blocks of 16 keys that `t` reaches (its extra scores are never read).
+    // Over at most 32 positions (one or two registers) its sum over i is split by the parity of
+    // i, so that it still runs two or four independent chains of fmas; over 48 or 64 it runs
+    // three or four.
     for p in (0..t).step_by(SCORE_BLOCK) {
         let keys = &keys_t[key_block(p, hs)..];
         let out = &mut sc[p..];
