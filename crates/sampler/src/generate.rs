@@ -9,6 +9,10 @@
 //!    next-token logits; each sequence draws its next token from its own row;
 //! 3. *retire*: finished sequences become [`Completion`]s and free their slots.
 //!
+//! A call whose sequences' keys and values would outgrow the CPU's cache fills only part of the
+//! pool at a time, in waves of whole groups (see `CACHE_BUDGET`): each decode step reads every
+//! running sequence's cache, and from memory attention waits on those reads.
+//!
 //! The model computes each row the same way whatever else is in the batch (see
 //! `pglm_model::KvCache`) and each sequence draws from its own [`Stream`], so a completion depends
 //! only on (model, prompt, prompt id, sample index, params), not on the pool size, the order of the
@@ -37,6 +41,40 @@ const PREFILL_ROWS: usize = 256;
 
 /// Parallel sampling pays off from this many rows per step.
 const PAR_ROWS: usize = 4;
+
+/// Bytes of keys and values that the running sequences may fill at most, when a call could run
+/// more. Each decode step reads every running sequence's keys and values: at config S a GRPO
+/// step's 128 sequences of 40 positions fill 10 MB, which on the 2-core machine of
+/// `docs/PERFORMANCE.md` (its 32 MB L3 shared with other tenants) came from memory, each head of
+/// attention waiting on its reads. Run as two waves of 64 they stayed cached: generation took
+/// 26.0 ms instead of 29.4 (medians of ten interleaved runs), with the same bits.
+const CACHE_BUDGET: usize = 8 << 20;
+
+/// The fewest sequences a wave runs: below this a decode step's matrix products, with fewer rows
+/// to share each weight, lose more than the cache gains (at config S, waves of 32 sequences
+/// generated more slowly than waves of 64).
+const MIN_WAVE: usize = 64;
+
+/// How many of a call's `total` sequences (`n` per prompt, `need` positions each) run at once:
+/// all of them (up to `max_batch`) unless their keys and values exceed [`CACHE_BUDGET`]; then
+/// equal waves of whole groups, each within the budget, as long as a wave keeps [`MIN_WAVE`]
+/// sequences. Which sequences run together never changes a completion (see the module docs).
+pub(crate) fn wave_size(
+    config: &GptConfig,
+    bytes: usize,
+    max_batch: usize,
+    total: usize,
+    n: usize,
+    need: usize,
+) -> usize {
+    let per_sequence = 2 * config.n_layer * config.n_embd * need * bytes;
+    let fit = CACHE_BUDGET / per_sequence.max(1);
+    if total.min(max_batch) <= fit || fit < MIN_WAVE {
+        return max_batch;
+    }
+    let waves = total.div_ceil(fit);
+    total.div_ceil(waves).next_multiple_of(n).max(MIN_WAVE).min(max_batch)
+}
 
 /// The state of one slot: the sequence running in it, if any.
 struct Seq {
@@ -97,6 +135,8 @@ struct Rules<'a, D: ?Sized> {
 pub struct Sampler<F: Float> {
     config: GptConfig,
     max_batch: usize,
+    /// Slots the current call fills at most ([`wave_size`]).
+    wave: usize,
     cache: KvCache<F>,
     scratch: InferScratch<F>,
     max_rows: usize,
@@ -110,13 +150,16 @@ pub struct Sampler<F: Float> {
 
 impl<F: Float> Sampler<F> {
     /// A sampler for models of shape `config`, running up to `max_batch` sequences at once
-    /// (at least 1). The KV cache is sized on first use to the longest prompt plus `max_new_tokens`.
+    /// (at least 1; fewer, in waves, when so many would not keep their keys and values in the
+    /// CPU's cache). The KV cache is sized on first use to the longest prompt plus
+    /// `max_new_tokens`.
     pub fn new(config: &GptConfig, max_batch: usize) -> Self {
         let max_batch = max_batch.max(1);
         let max_rows = max_batch.max(PREFILL_ROWS);
         Sampler {
             config: config.clone(),
             max_batch,
+            wave: max_batch,
             cache: KvCache::new(config, max_batch, 1),
             scratch: InferScratch::new(config, max_rows),
             max_rows,
@@ -128,7 +171,7 @@ impl<F: Float> Sampler<F> {
         }
     }
 
-    /// Sequences run at once.
+    /// Sequences run at once, at most.
     pub fn max_batch(&self) -> usize {
         self.max_batch
     }
@@ -195,6 +238,8 @@ impl<F: Float> Sampler<F> {
             self.cache = KvCache::new(&self.config, self.max_batch, need);
         }
         self.cache.reset_all();
+        let total = prompts.len() * params.n;
+        self.wave = wave_size(&self.config, size_of::<F>(), self.max_batch, total, params.n, need);
         for seq in &mut self.seqs {
             seq.active = false;
         }
@@ -231,10 +276,10 @@ impl<F: Float> Sampler<F> {
         while next.0 < prompts.len() {
             let start = self.admitted_slots.len();
             while next.1 < params.n {
-                while cursor < self.max_batch && self.seqs[cursor].active {
+                while cursor < self.wave && self.seqs[cursor].active {
                     cursor += 1;
                 }
-                if cursor == self.max_batch {
+                if cursor == self.wave {
                     break;
                 }
                 let slot = cursor;
@@ -420,5 +465,30 @@ fn advance<F: Float, D: Detokenize + ?Sized>(seq: &mut Seq, row: &[F], rules: &R
     // Prompt plus completion must fit the context, so that the trainer can recompute it.
     if seq.tokens.len() >= params.max_new_tokens || seq.prompt_len + seq.tokens.len() >= rules.context {
         seq.done = Some((FinishReason::Length, None));
+    }
+}
+
+#[cfg(test)]
+mod wave_tests {
+    use super::*;
+
+    #[test]
+    fn sequences_whose_cache_would_not_fit_run_in_equal_waves_of_whole_groups() {
+        let s = GptConfig::new(64, 64, 2, 4, 128); // config S: 80 KB a sequence at 40 positions
+        // A GRPO step's 16 x 8 sequences: 10 MB, so two waves of 64; half of them fit at once.
+        assert_eq!(wave_size(&s, 4, 128, 128, 8, 40), 64);
+        assert_eq!(wave_size(&s, 4, 128, 64, 8, 40), 128);
+        // Fewer slots than a wave: the caller's bound holds.
+        assert_eq!(wave_size(&s, 4, 48, 128, 8, 40), 48);
+        // Waves are whole groups, and never fewer than MIN_WAVE sequences.
+        for (total, n) in [(130, 10), (300, 6), (129, 1), (1000, 8)] {
+            let w = wave_size(&s, 4, 512, total, n, 40);
+            assert!(w.is_multiple_of(n) && (MIN_WAVE..=102 + n).contains(&w), "{total} x {n}: {w}");
+        }
+        // Too few sequences fit to keep MIN_WAVE of them: no waves (config M at 128 positions).
+        let m = GptConfig::new(512, 128, 4, 4, 256);
+        assert_eq!(wave_size(&m, 4, 128, 128, 8, 128), 128);
+        // f64 doubles the bytes: S's 40 positions then fit 51 sequences, fewer than MIN_WAVE.
+        assert_eq!(wave_size(&s, 8, 128, 128, 8, 40), 128);
     }
 }

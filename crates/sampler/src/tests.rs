@@ -181,6 +181,24 @@ fn run(
 }
 
 #[test]
+fn a_call_whose_cache_would_not_fit_runs_in_waves_with_the_same_completions() {
+    let m = model::<f32>(GptConfig::new(128, 64, 2, 4, 128), 5);
+    let tokens: Vec<Vec<u32>> =
+        (0..16u32).map(|i| (0..(2 + i % 5)).map(|j| (i * 17 + j * 5) % 128).collect()).collect();
+    let prompts: Vec<Prompt> =
+        tokens.iter().enumerate().map(|(i, t)| Prompt { id: i as u64, tokens: t }).collect();
+    let params = SamplingParams { n: 8, max_new_tokens: 60, seed: 3, ..SamplingParams::default() };
+    // 128 sequences of up to 64 positions: 16 MB of keys and values, so two waves of 64.
+    assert_eq!(crate::generate::wave_size(m.config(), 4, 128, 128, 8, 64), 64);
+    let waves = run(&m, 128, 2, &prompts, &params);
+    assert_eq!(waves, run(&m, 16, 2, &prompts, &params));
+    assert!(
+        waves.iter().flatten().any(|c| c.tokens.len() == 60)
+            && waves.iter().flatten().any(|c| c.tokens.len() < 60)
+    );
+}
+
+#[test]
 fn same_seed_same_completions_whatever_the_batch_order_and_threads() {
     let m = model::<f32>(medium(), 4);
     let tokens: Vec<Vec<u32>> =
@@ -204,7 +222,7 @@ fn same_seed_same_completions_whatever_the_batch_order_and_threads() {
 
 #[test]
 fn a_group_shares_its_prompt_but_not_its_samples() {
-    let m = model::<f32>(medium(), 5);
+    let m = model::<f32>(GptConfig::new(128, 64, 2, 4, 128), 5);
     let params = SamplingParams { n: 8, max_new_tokens: 16, ..SamplingParams::default() };
     let g8 =
         Sampler::new(m.config(), 16).generate(&m, &[vec![3u32, 4, 5]], &params, &NoText::default()).unwrap();
