@@ -47,7 +47,7 @@ const PAR_ROWS: usize = 4;
 /// step's 128 sequences of 40 positions fill 10 MB, which on the 2-core machine of
 /// `docs/PERFORMANCE.md` (its 32 MB L3 shared with other tenants) came from memory, each head of
 /// attention waiting on its reads. Run as two waves of 64 they stayed cached: generation took
-/// 26.0 ms instead of 29.4 (medians of ten interleaved runs), with the same bits.
+/// 23.4 ms instead of 25.6 (medians of 16 interleaved runs), with the same bits.
 const CACHE_BUDGET: usize = 8 << 20;
 
 /// The fewest sequences a wave runs: below this a decode step's matrix products, with fewer rows

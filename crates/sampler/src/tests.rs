@@ -222,7 +222,7 @@ fn same_seed_same_completions_whatever_the_batch_order_and_threads() {
 
 #[test]
 fn a_group_shares_its_prompt_but_not_its_samples() {
-    let m = model::<f32>(GptConfig::new(128, 64, 2, 4, 128), 5);
+    let m = model::<f32>(medium(), 5);
     let params = SamplingParams { n: 8, max_new_tokens: 16, ..SamplingParams::default() };
     let g8 =
         Sampler::new(m.config(), 16).generate(&m, &[vec![3u32, 4, 5]], &params, &NoText::default()).unwrap();
