@@ -96,13 +96,7 @@ fn weighted_sum<F: Float, const B: usize>(
 ) {
     let mut acc = [[F::zero(); B]; G];
     for (p, mr) in m.chunks_exact(stride).enumerate() {
-        let v: &[F; B] = mr[d0..d0 + B].try_into().expect("column block");
-        let ap: [F; G] = std::array::from_fn(|g| a[g][p]);
-        for g in 0..G {
-            for j in 0..B {
-                acc[g][j] = ap[g].mul_add(v[j], acc[g][j]);
-            }
-        }
+        add_row(&mut acc, a, p, &mr[d0..d0 + B]);
     }
     for (o, acc) in out.into_iter().zip(&acc) {
         o.copy_from_slice(acc);
@@ -121,25 +115,26 @@ fn weighted_sum_split<F: Float, const B: usize>(
     let (mut even, mut odd) = ([[F::zero(); B]; G], [[F::zero(); B]; G]);
     let mut rows = m.chunks_exact(stride).enumerate();
     while let Some((p, m0)) = rows.next() {
-        let v: &[F; B] = m0[d0..d0 + B].try_into().expect("column block");
-        let ap: [F; G] = std::array::from_fn(|g| a[g][p]);
-        for g in 0..G {
-            for j in 0..B {
-                even[g][j] = ap[g].mul_add(v[j], even[g][j]);
-            }
-        }
+        add_row(&mut even, a, p, &m0[d0..d0 + B]);
         let Some((p, m1)) = rows.next() else { break };
-        let v: &[F; B] = m1[d0..d0 + B].try_into().expect("column block");
-        let ap: [F; G] = std::array::from_fn(|g| a[g][p]);
-        for g in 0..G {
-            for j in 0..B {
-                odd[g][j] = ap[g].mul_add(v[j], odd[g][j]);
-            }
-        }
+        add_row(&mut odd, a, p, &m1[d0..d0 + B]);
     }
     for (g, o) in out.into_iter().enumerate() {
         for j in 0..B {
             o[j] = even[g][j] + odd[g][j];
+        }
+    }
+}
+
+/// One step of the weighted sums: `acc[g][j] = fma(a[g][p], v[j], acc[g][j])` for every row `g`
+/// of the tile and column `j` of the block `v` (`B` values of row `p`).
+#[inline(always)]
+fn add_row<F: Float, const B: usize>(acc: &mut [[F; B]; G], a: [&[F]; G], p: usize, v: &[F]) {
+    let v: &[F; B] = v.try_into().expect("column block");
+    let ap: [F; G] = std::array::from_fn(|g| a[g][p]);
+    for g in 0..G {
+        for j in 0..B {
+            acc[g][j] = ap[g].mul_add(v[j], acc[g][j]);
         }
     }
 }
