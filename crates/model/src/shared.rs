@@ -22,7 +22,8 @@
 //! With G = 8 completions of 32 tokens after an 8-token prompt, 17.5% of the positions are stored
 //! once instead of eight times; with a 32-token prompt, 44%.
 
-use ndarray::{Array1, Array2, ArrayD};
+use ndarray::ArrayD;
+use pglm_autograd::ops::attention::shared_prefix_layout;
 use pglm_autograd::{Float, Tape, Var};
 
 use crate::{Gpt, Hidden, ModelError};
@@ -49,32 +50,16 @@ impl SharedRows {
         if ids.ndim() != 2 || ids.shape()[1] == 0 {
             return Err(ModelError::BadBatch { shape: ids.shape().to_vec() });
         }
-        let (b_n, t_n) = (ids.shape()[0], ids.shape()[1]);
         let ids = ids.view().into_dimensionality::<ndarray::Ix2>().expect("2-D");
-        let mut expand = Array2::<u32>::zeros((b_n, t_n));
-        let (mut tokens, mut positions, mut pick) = (Vec::new(), Vec::new(), Vec::new());
-        for b in 0..b_n {
-            let k = if b == 0 {
-                0
-            } else {
-                ids.row(b).iter().zip(ids.row(b - 1)).take_while(|(x, y)| x == y).count()
-            };
-            for t in 0..t_n {
-                expand[[b, t]] = if t < k {
-                    expand[[b - 1, t]]
-                } else {
-                    tokens.push(ids[[b, t]]);
-                    positions.push(t as u32);
-                    pick.push((b * t_n + t) as u32);
-                    (tokens.len() - 1) as u32
-                };
-            }
-        }
+        let (expand, pick) = shared_prefix_layout(ids.view());
+        // Stored row r is position pick[r] = b·T + t of the batch.
+        let t_n = ids.ncols();
+        let at = |p: u32| (p as usize / t_n, p as usize % t_n);
         Ok(SharedRows {
-            tokens: Array1::from(tokens).into_dyn(),
-            positions: Array1::from(positions).into_dyn(),
-            expand: expand.into_dyn(),
-            pick: Array1::from(pick).into_dyn(),
+            tokens: pick.mapv(|p| ids[at(p)]),
+            positions: pick.mapv(|p| at(p).1 as u32),
+            expand,
+            pick,
         })
     }
 

@@ -22,6 +22,8 @@ use rayon::prelude::*;
 use crate::tape::Backward;
 use crate::{Float, Tape, Var};
 
+pub use shared::shared_prefix_layout;
+
 /// The backward records of this module's ops.
 pub(crate) enum Op<F> {
     /// [`Tape::attention`]; `probs` is P, `(B, H, T, T)`.

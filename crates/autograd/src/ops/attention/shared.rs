@@ -14,7 +14,7 @@
 //! that reads it, in the order of the positions, as the gathers' backward did, so the values and
 //! the gradients are those of the three-op graph bit for bit.
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{Array1, Array2, ArrayD, ArrayView2, IxDyn};
 use rayon::prelude::*;
 
 use super::{Op, Unpacked, backward_row, forward_row, slice_of};
@@ -219,26 +219,40 @@ impl<F: Float> Tape<F> {
     }
 }
 
-/// `expand` (B, T) and `pick` for `ids` (B, T) as the model's `SharedRows` lays them out: each
-/// sequence stores the positions past its common prefix with the sequence before it.
-#[cfg(any(test, feature = "gradcheck"))]
-pub(crate) fn layout_of(ids: &[Vec<u32>]) -> (ArrayD<u32>, ArrayD<u32>) {
-    let (b_n, t) = (ids.len(), ids[0].len());
-    let (mut expand, mut pick) = (vec![0u32; b_n * t], Vec::new());
+/// `expand` (B, T) and `pick` of [`Tape::causal_self_attention_rows`] for the token ids `ids`
+/// (B, T) when each sequence stores only its positions past the prefix it shares with the
+/// sequence before it (a rollout's groups repeat their prompt so). Row `r` holds the `r`-th
+/// position stored, in order of `b·T + t`.
+///
+/// # Panics
+/// If `ids` has more than `u32::MAX` positions.
+pub fn shared_prefix_layout(ids: ArrayView2<'_, u32>) -> (ArrayD<u32>, ArrayD<u32>) {
+    let (b_n, t) = ids.dim();
+    let id = |n: usize| u32::try_from(n).expect("a batch of at most u32::MAX positions");
+    let (mut expand, mut pick) = (Array2::<u32>::zeros((b_n, t)), Vec::new());
     for b in 0..b_n {
-        let shared =
-            if b == 0 { 0 } else { ids[b].iter().zip(&ids[b - 1]).take_while(|(x, y)| x == y).count() };
+        let shared = if b == 0 {
+            0
+        } else {
+            ids.row(b).iter().zip(ids.row(b - 1)).take_while(|(x, y)| x == y).count()
+        };
         for i in 0..t {
-            expand[b * t + i] = if i < shared {
-                expand[(b - 1) * t + i]
+            expand[[b, i]] = if i < shared {
+                expand[[b - 1, i]]
             } else {
-                pick.push((b * t + i) as u32);
-                (pick.len() - 1) as u32
+                pick.push(id(b * t + i));
+                id(pick.len() - 1)
             };
         }
     }
-    let expand = ArrayD::from_shape_vec(IxDyn(&[b_n, t]), expand).expect("B·T ids");
-    (expand, ndarray::Array1::from(pick).into_dyn())
+    (expand.into_dyn(), Array1::from(pick).into_dyn())
+}
+
+/// [`shared_prefix_layout`] of sequences given as rows.
+#[cfg(any(test, feature = "gradcheck"))]
+fn layout_of(ids: &[Vec<u32>]) -> (ArrayD<u32>, ArrayD<u32>) {
+    let ids = Array2::from_shape_vec((ids.len(), ids[0].len()), ids.concat()).expect("rows of one length");
+    shared_prefix_layout(ids.view())
 }
 
 #[cfg(any(test, feature = "gradcheck"))]
