@@ -51,7 +51,7 @@ impl SharedRows {
             return Err(ModelError::BadBatch { shape: ids.shape().to_vec() });
         }
         let ids = ids.view().into_dimensionality::<ndarray::Ix2>().expect("2-D");
-        let (expand, pick) = shared_prefix_layout(ids.view());
+        let (expand, pick) = shared_prefix_layout(ids);
         // Stored row r is position pick[r] = b·T + t of the batch.
         let t_n = ids.ncols();
         let at = |p: u32| (p as usize / t_n, p as usize % t_n);
